@@ -1,0 +1,394 @@
+//! The whole emulated PC of one guest, built from one config value.
+//!
+//! Process mode and stubdom mode both call [`Machine::new`] with the same
+//! [`MachineConfig`], so the two can never drift; the machine's saved state is the
+//! concatenation of its devices' records, identical in both modes. Dispatch is a plain
+//! match on addresses: the set of devices is fixed by the generation profile, and PCI
+//! BARs and the PIIX4 PM block are looked up from the functions' own config space at
+//! access time, so there is no address map to keep in sync.
+
+use alloc::vec::Vec;
+
+use crate::debug_ports::DebugPorts;
+use crate::i440fx::I440Fx;
+use crate::i8042::I8042;
+use crate::io::{Mmio, PortIo, Width};
+use crate::mc146818::Mc146818;
+use crate::pci::{BarKind, ConfigAddress, PciFunction};
+use crate::piix3::Piix3;
+use crate::piix4_pm::Piix4Pm;
+use crate::platform::{Platform, TimerId};
+use crate::profile::Profile;
+use crate::snapshot::{LoadError, NAME_LEN, Snapshot, load_record, save_record, split_record};
+use crate::uart16550::Uart16550;
+use crate::xen_platform::XenPlatform;
+
+/// Everything the machine builder needs; derived from the guest config.
+#[derive(Clone, Copy, Debug)]
+pub struct MachineConfig {
+    pub profile: &'static Profile,
+    /// Guest RAM below the PCI hole and above 4 GiB, in bytes.
+    pub ram_below_4g: u64,
+    pub ram_above_4g: u64,
+    pub vcpus: u32,
+    /// Number of 16550 UARTs (0..=2): COM1, COM2.
+    pub serial_ports: u8,
+}
+
+/// Reads from ports or addresses nothing decodes return all ones (open bus).
+pub const OPEN_BUS: u32 = 0xffff_ffff;
+
+pub struct Machine {
+    pub profile: &'static Profile,
+    config_address: ConfigAddress,
+    pub host_bridge: I440Fx,
+    pub isa_bridge: Piix3,
+    pub pm: Piix4Pm,
+    pub xen_platform: XenPlatform,
+    pub rtc: Mc146818,
+    pub kbd: I8042,
+    pub debug: DebugPorts,
+    pub serial: Vec<Uart16550>,
+}
+
+/// A PCI function slot on bus 0.
+enum Slot {
+    HostBridge,
+    IsaBridge,
+    Pm,
+    XenPlatform,
+}
+
+impl Machine {
+    pub fn new(cfg: &MachineConfig) -> Self {
+        let p = cfg.profile;
+        let mut rtc = Mc146818::new(8);
+        rtc.set_memory_size(cfg.ram_below_4g, cfg.ram_above_4g);
+        rtc.set_cpu_count(cfg.vcpus);
+        let serial = p
+            .com
+            .iter()
+            .take(cfg.serial_ports as usize)
+            .enumerate()
+            .map(|(i, s)| Uart16550::new(i as u8, s.base, s.irq))
+            .collect();
+        Machine {
+            profile: p,
+            config_address: ConfigAddress::default(),
+            host_bridge: I440Fx::new(&p.host_bridge),
+            isa_bridge: Piix3::new(&p.isa_bridge),
+            pm: Piix4Pm::new(&p.pm, &p.pm_layout),
+            xen_platform: XenPlatform::new(&p.xen_platform),
+            rtc,
+            kbd: I8042::new(),
+            debug: DebugPorts::new(),
+            serial,
+        }
+    }
+
+    fn slot(&self, bus: u8, devfn: u8) -> Option<Slot> {
+        if bus != 0 {
+            return None;
+        }
+        match devfn {
+            0x00 => Some(Slot::HostBridge),
+            0x08 => Some(Slot::IsaBridge),
+            d if d == self.profile.pm_devfn => Some(Slot::Pm),
+            d if d == self.profile.xen_platform_devfn => Some(Slot::XenPlatform),
+            _ => None,
+        }
+    }
+
+    fn function(&mut self, slot: Slot) -> &mut dyn PciFunction {
+        match slot {
+            Slot::HostBridge => &mut self.host_bridge,
+            Slot::IsaBridge => &mut self.isa_bridge,
+            Slot::Pm => &mut self.pm,
+            Slot::XenPlatform => &mut self.xen_platform,
+        }
+    }
+
+    /// The port-I/O device that decodes `port`, if any.
+    fn port_device(&mut self, port: u16) -> Option<&mut dyn PortIo> {
+        let pm_base = self.pm.pm_io_base();
+        let (gpe_base, gpe_len) = self.pm.gpe0_block();
+        let smi = self.pm.smi_cmd_port();
+        let platform_io = self
+            .xen_platform
+            .config()
+            .decoded_bars()
+            .find(|(_, b)| b.kind == BarKind::Io)
+            .map(|(_, b)| b);
+        match port {
+            0x60 | 0x64 => return Some(&mut self.kbd),
+            0x70 | 0x71 => return Some(&mut self.rtc),
+            0x80 | 0xe9 | 0x402 => return Some(&mut self.debug),
+            0x92 | 0x4d0 | 0x4d1 => return Some(&mut self.isa_bridge),
+            0x10..=0x1f => return Some(&mut self.xen_platform),
+            _ => {}
+        }
+        if let Some(base) = pm_base {
+            if port.wrapping_sub(base) < 0x40 {
+                return Some(&mut self.pm);
+            }
+        }
+        if port.wrapping_sub(gpe_base) < gpe_len || port == smi || port == smi.wrapping_add(1) {
+            return Some(&mut self.pm);
+        }
+        if let Some(b) = platform_io {
+            if (port as u64).wrapping_sub(b.base) < b.size {
+                return Some(&mut self.xen_platform);
+            }
+        }
+        let uart = self
+            .serial
+            .iter()
+            .position(|u| port.wrapping_sub(u.base()) < 8)?;
+        Some(&mut self.serial[uart])
+    }
+
+    /// A guest port read of `width` (1, 2 or 4 bytes).
+    pub fn pio_read(&mut self, p: &mut dyn Platform, port: u16, width: Width) -> u32 {
+        let mask = width.mask() as u32;
+        match (port, width) {
+            (0xcf8, Width::B4) => return self.config_address.0,
+            (0xcf9, Width::B1) => return self.isa_bridge.pio_read(p, port, width) & mask,
+            (0xcfc..=0xcff, _) => {
+                let Some(t) = self.config_address.target(port) else {
+                    return mask;
+                };
+                return match self.slot(t.bus, t.devfn) {
+                    Some(s) => self.function(s).cfg_read(t.offset, width) & mask,
+                    None => mask,
+                };
+            }
+            _ => {}
+        }
+        match self.port_device(port) {
+            Some(d) => d.pio_read(p, port, width) & mask,
+            None => OPEN_BUS & mask,
+        }
+    }
+
+    /// A guest port write of `width` (1, 2 or 4 bytes).
+    pub fn pio_write(&mut self, p: &mut dyn Platform, port: u16, width: Width, value: u32) {
+        let value = value & width.mask() as u32;
+        match (port, width) {
+            (0xcf8, Width::B4) => {
+                self.config_address = ConfigAddress(value);
+                return;
+            }
+            (0xcf9, Width::B1) => return self.isa_bridge.pio_write(p, port, width, value),
+            (0xcfc..=0xcff, _) => {
+                if let Some(t) = self.config_address.target(port) {
+                    if let Some(s) = self.slot(t.bus, t.devfn) {
+                        self.function(s).cfg_write(p, t.offset, width, value);
+                    }
+                }
+                return;
+            }
+            _ => {}
+        }
+        if let Some(d) = self.port_device(port) {
+            d.pio_write(p, port, width, value);
+        }
+    }
+
+    /// A guest MMIO read; `None` when nothing decodes `addr` (the caller answers open bus).
+    pub fn mmio_read(&mut self, p: &mut dyn Platform, addr: u64, width: Width) -> Option<u64> {
+        let bar = self.platform_mmio(addr)?;
+        Some(self.xen_platform.mmio_read(p, addr - bar, width) & width.mask())
+    }
+
+    /// A guest MMIO write; returns false when nothing decodes `addr`.
+    pub fn mmio_write(
+        &mut self,
+        p: &mut dyn Platform,
+        addr: u64,
+        width: Width,
+        value: u64,
+    ) -> bool {
+        match self.platform_mmio(addr) {
+            Some(bar) => {
+                self.xen_platform
+                    .mmio_write(p, addr - bar, width, value & width.mask());
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn platform_mmio(&self, addr: u64) -> Option<u64> {
+        self.xen_platform
+            .config()
+            .decoded_bars()
+            .find(|(_, b)| {
+                matches!(b.kind, BarKind::Mem32 { .. }) && addr.wrapping_sub(b.base) < b.size
+            })
+            .map(|(_, b)| b.base)
+    }
+
+    /// A timer armed through [`Platform::set_timer`] expired.
+    pub fn on_timer(&mut self, p: &mut dyn Platform, id: TimerId) {
+        match id {
+            TimerId::RtcPeriodic | TimerId::RtcUpdate => self.rtc.on_timer(p, id),
+            TimerId::PmTimerOverflow => self.pm.on_timer(p, id),
+        }
+    }
+
+    /// Host input for UART `index`; returns the bytes accepted (the rest must be retried).
+    pub fn serial_input(&mut self, p: &mut dyn Platform, index: usize, bytes: &[u8]) -> usize {
+        match self.serial.get_mut(index) {
+            Some(u) => u.receive(p, bytes),
+            None => 0,
+        }
+    }
+
+    /// Gate A20 as the guest last set it (i8042 output port AND port 0x92).
+    pub fn a20(&self) -> bool {
+        self.kbd.a20() && self.isa_bridge.a20()
+    }
+
+    /// The state of every device as a sequence of framed records.
+    pub fn save(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend(save_record(&self.host_bridge, 0));
+        out.extend(save_record(&self.isa_bridge, 0));
+        out.extend(save_record(&self.pm, 0));
+        out.extend(save_record(&self.xen_platform, 0));
+        out.extend(save_record(&self.rtc, 0));
+        out.extend(save_record(&self.kbd, 0));
+        out.extend(save_record(&self.debug, 0));
+        for (i, u) in self.serial.iter().enumerate() {
+            out.extend(save_record(u, i as u16));
+        }
+        out
+    }
+
+    /// Restore from [`Machine::save`] output. Each record goes to the device its name and
+    /// instance say; a record for a device this machine lacks is an error, not skipped.
+    /// On error, devices loaded before the bad record keep their new state: callers
+    /// restore into a fresh machine and discard it on failure.
+    pub fn load(&mut self, mut data: &[u8]) -> Result<(), LoadError> {
+        while !data.is_empty() {
+            let (h, _, _) = split_record(data)?;
+            let is = |n: &str| {
+                let mut b = [0u8; NAME_LEN];
+                b[..n.len()].copy_from_slice(n.as_bytes());
+                b == h.name
+            };
+            data = if is(I440Fx::NAME) {
+                load_record(&mut self.host_bridge, data)?
+            } else if is(Piix3::NAME) {
+                load_record(&mut self.isa_bridge, data)?
+            } else if is(Piix4Pm::NAME) {
+                load_record(&mut self.pm, data)?
+            } else if is(XenPlatform::NAME) {
+                load_record(&mut self.xen_platform, data)?
+            } else if is(Mc146818::NAME) {
+                load_record(&mut self.rtc, data)?
+            } else if is(I8042::NAME) {
+                load_record(&mut self.kbd, data)?
+            } else if is(DebugPorts::NAME) {
+                load_record(&mut self.debug, data)?
+            } else if is(Uart16550::NAME) {
+                match self.serial.get_mut(h.instance as usize) {
+                    Some(u) => load_record(u, data)?,
+                    None => {
+                        return Err(LoadError::Invalid {
+                            name: Uart16550::NAME,
+                            field: "instance",
+                        });
+                    }
+                }
+            } else {
+                return Err(LoadError::WrongName {
+                    expected: "a device of this machine",
+                    found: h.name,
+                });
+            };
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::{QEMU_XEN, QEMU_XEN_TRADITIONAL};
+    use crate::testing::MockPlatform;
+
+    fn machine(profile: &'static Profile) -> Machine {
+        Machine::new(&MachineConfig {
+            profile,
+            ram_below_4g: 512 << 20,
+            ram_above_4g: 0,
+            vcpus: 1,
+            serial_ports: 1,
+        })
+    }
+
+    fn cfg_read32(m: &mut Machine, p: &mut MockPlatform, devfn: u8, off: u8) -> u32 {
+        m.pio_write(
+            p,
+            0xcf8,
+            Width::B4,
+            0x8000_0000 | (devfn as u32) << 8 | off as u32,
+        );
+        m.pio_read(p, 0xcfc, Width::B4)
+    }
+
+    #[test]
+    fn pci_scan_finds_exactly_the_profile() {
+        for profile in crate::profile::ALL {
+            let mut m = machine(profile);
+            let mut p = MockPlatform::new();
+            let mut found = Vec::new();
+            for devfn in 0..=255u8 {
+                let id = cfg_read32(&mut m, &mut p, devfn, 0);
+                if id != 0xffff_ffff {
+                    found.push((devfn, id));
+                }
+            }
+            let want: Vec<_> = profile
+                .pci_functions()
+                .iter()
+                .map(|(d, i)| (*d, (i.device as u32) << 16 | i.vendor as u32))
+                .collect();
+            assert_eq!(found, want, "{}", profile.name);
+        }
+    }
+
+    #[test]
+    fn generations_put_the_platform_device_in_different_slots() {
+        let mut p = MockPlatform::new();
+        let mut a = machine(&QEMU_XEN);
+        let mut b = machine(&QEMU_XEN_TRADITIONAL);
+        assert_eq!(cfg_read32(&mut a, &mut p, 0x10, 0), 0x0001_5853);
+        assert_eq!(cfg_read32(&mut b, &mut p, 0x10, 0), 0xffff_ffff);
+        assert_eq!(cfg_read32(&mut b, &mut p, 0x18, 0), 0x0001_5853);
+    }
+
+    #[test]
+    fn unclaimed_ports_read_open_bus() {
+        let mut m = machine(&QEMU_XEN);
+        let mut p = MockPlatform::new();
+        assert_eq!(m.pio_read(&mut p, 0x2e8, Width::B1), 0xff);
+        assert_eq!(m.pio_read(&mut p, 0x1234, Width::B2), 0xffff);
+        m.pio_write(&mut p, 0x1234, Width::B4, 0);
+        assert_eq!(m.mmio_read(&mut p, 0xdead_0000, Width::B4), None);
+    }
+
+    #[test]
+    fn machine_state_round_trips() {
+        let mut m = machine(&QEMU_XEN);
+        let mut p = MockPlatform::new();
+        cfg_read32(&mut m, &mut p, 0x08, 0x60);
+        m.pio_write(&mut p, 0xcfc, Width::B1, 11);
+        let saved = m.save();
+        let mut n = machine(&QEMU_XEN);
+        n.load(&saved).unwrap();
+        assert_eq!(n.save(), saved);
+        assert!(n.load(&saved[..saved.len() - 8]).is_err() || saved.len() < 8);
+    }
+}

@@ -1,0 +1,1 @@
+//! hypervisor-core (being built)
