@@ -147,3 +147,16 @@ mod tests {
         assert!(CMDLINE_ADDR + CMDLINE_MAX as u64 <= 0xa000);
     }
 }
+
+/// Guest RAM below 4 GiB ends at or before this address; [PCI_HOLE_START, 4 GiB) holds
+/// PCI BARs and the platform's MMIO (IOAPIC 0xfec00000, HPET 0xfed00000, LAPIC
+/// 0xfee00000). RAM beyond it is placed from 4 GiB up.
+pub const PCI_HOLE_START: u64 = 0xe000_0000;
+/// The firmware places 32-bit memory BARs in [PCI_HOLE_START, PCI_MMIO_END).
+pub const PCI_MMIO_END: u64 = 0xfec0_0000;
+/// The firmware places I/O BARs in [PCI_IO_START, 0x10000).
+pub const PCI_IO_START: u16 = 0xc000;
+/// KVM's TSS (3 pages) and identity-map page live in this reserved range below the
+/// IOAPIC, away from anything firmware uses.
+pub const KVM_IDENTITY_MAP_ADDR: u64 = 0xfeff_c000;
+pub const KVM_TSS_ADDR: u64 = 0xfeff_d000;
