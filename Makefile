@@ -36,7 +36,7 @@ build-nostd: setup
 build: build-firmware build-host build-nostd
 
 test: build
-	$(CARGO) test --release
+	$(CARGO) test --release --no-fail-fast
 	$(CARGO) test --release -p chassis-firmware --lib
 	$(CARGO) fmt --all -- --check
 	@echo "make test: all passed"

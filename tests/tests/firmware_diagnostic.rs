@@ -38,8 +38,14 @@ fn check_profile(profile: &Profile) -> Vec<String> {
     fs::write(&cfg_path, cfg).expect("write config");
 
     let run = chassis_create(&cfg_path, TIMEOUT);
-    let log = fs::read_to_string(&log_path).unwrap_or_default();
     let mut problems = Vec::new();
+    let log = fs::read_to_string(&log_path).unwrap_or_else(|e| {
+        problems.push(format!(
+            "cannot read the COM1 log {}: {e} (does chassis honour serial = \"file:...\"?)",
+            log_path.display()
+        ));
+        String::new()
+    });
     let context = || {
         format!(
             "{}\n--- COM1 ({}) (tail) ---\n{}",
