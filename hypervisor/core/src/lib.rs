@@ -7,6 +7,16 @@
 use std::fmt;
 use std::path::PathBuf;
 
+pub mod backend;
+pub mod dispatch;
+pub mod domain;
+pub mod kvm;
+pub mod loader;
+pub mod memory;
+pub mod platform;
+
+pub use domain::RunStats;
+
 pub use chassis_devices::profile::Profile;
 
 /// Which vCPU backend runs the guest.
@@ -108,8 +118,16 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 /// Run a domain in the foreground until it stops.
-pub fn run_domain(_cfg: &DomainConfig) -> Result<DomainExit, Error> {
-    Err(Error::BackendUnavailable(
-        "hypervisor-core is being built".into(),
-    ))
+pub fn run_domain(cfg: &DomainConfig) -> Result<DomainExit, Error> {
+    domain::run(cfg).map(|(exit, _)| exit)
+}
+
+/// [`run_domain`], also returning exit counts and run time.
+pub fn run_domain_with_stats(cfg: &DomainConfig) -> Result<(DomainExit, RunStats), Error> {
+    domain::run(cfg)
+}
+
+/// Whether the kvm backend can run on this host (/dev/kvm opens).
+pub fn kvm_available() -> bool {
+    kvm::available()
 }

@@ -1,0 +1,294 @@
+//! Building and running one domain in process mode.
+//!
+//! Start-up: validate the memory size, load and check the firmware ELF and the modules,
+//! map guest RAM, write the PVH start info, create the VM and its vCPUs, build the
+//! machine. Then one thread per vCPU loops `run()` → dispatch, a timer thread fires
+//! device timers, and (for an interactive console) a reader thread feeds stdin to COM1.
+//! The first power-off, reset or crash stops everything: the stop flag is set, the timer
+//! thread woken, every vCPU kicked out of the guest, and all threads joined before
+//! [`run`] returns.
+
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chassis_devices::machine::{Machine, MachineConfig};
+use hypervisor_abi::pvh::START_INFO_ADDR;
+
+use crate::backend::{Kick, Vcpu};
+use crate::dispatch::{Action, ExitCounts, dispatch};
+use crate::kvm::{BootState, KvmVm};
+use crate::loader;
+use crate::memory::{GuestMemory, Layout};
+use crate::platform::{CharOut, PlatformState, lock};
+use crate::{Backend, CharTarget, DomainConfig, DomainExit, Error};
+
+/// What a finished domain did, for diagnostics and benchmarks.
+#[derive(Clone, Debug, Default)]
+pub struct RunStats {
+    /// Exits of all vCPUs together.
+    pub exits: ExitCounts,
+    /// From the first vCPU start to the last vCPU stop.
+    pub elapsed: Duration,
+}
+
+fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|err| Error::Io {
+        what,
+        path: path.to_path_buf(),
+        err,
+    })
+}
+
+/// Run `cfg` until the guest powers off, resets or crashes.
+pub fn run(cfg: &DomainConfig) -> Result<(DomainExit, RunStats), Error> {
+    if cfg.backend == Backend::Emu {
+        return Err(Error::BackendUnavailable(hypervisor_emu::NOT_YET.into()));
+    }
+    let layout = Layout::from_mib(cfg.memory_mib).map_err(|e| Error::Config(e.to_string()))?;
+    if cfg.vcpus == 0 || cfg.vcpus > 255 {
+        return Err(Error::Config(format!(
+            "vcpus = {}: must be 1 to 255",
+            cfg.vcpus
+        )));
+    }
+    if cfg.ramdisk.is_some() && cfg.kernel.is_none() {
+        return Err(Error::Config("a ramdisk needs a kernel".into()));
+    }
+
+    // Images first: a bad path or ELF is reported before anything is allocated.
+    let fw_bytes = read_file("firmware", &cfg.firmware)?;
+    let fw = loader::parse_firmware(&fw_bytes).map_err(|why| Error::BadImage {
+        what: "firmware",
+        path: cfg.firmware.clone(),
+        why,
+    })?;
+    let mut modules: Vec<(&'static str, &Path, Vec<u8>)> = Vec::new();
+    if let Some(k) = &cfg.kernel {
+        modules.push(("kernel", k, read_file("kernel", k)?));
+    }
+    if let Some(r) = &cfg.ramdisk {
+        modules.push(("ramdisk", r, read_file("ramdisk", r)?));
+    }
+    let sizes: Vec<u64> = modules.iter().map(|m| m.2.len() as u64).collect();
+    let placed = loader::place_modules(layout.low_end, &sizes).map_err(|why| {
+        let (what, path) = match why.contains("ramdisk") {
+            true => ("ramdisk", modules[1].1),
+            false => ("kernel", modules[0].1),
+        };
+        Error::BadImage {
+            what,
+            path: path.to_path_buf(),
+            why,
+        }
+    })?;
+
+    let mem = GuestMemory::new(layout).map_err(|e| {
+        Error::Config(format!(
+            "cannot allocate {} MiB of guest memory: {e}",
+            cfg.memory_mib
+        ))
+    })?;
+    loader::load_firmware(&mem, &fw_bytes, &fw).map_err(|why| Error::BadImage {
+        what: "firmware",
+        path: cfg.firmware.clone(),
+        why,
+    })?;
+    drop(fw_bytes);
+    for ((what, path, bytes), p) in modules.iter().zip(&placed) {
+        mem.write(p.paddr, bytes).map_err(|_| Error::BadImage {
+            what,
+            path: path.to_path_buf(),
+            why: "does not fit in guest RAM".into(),
+        })?;
+    }
+    drop(modules);
+    loader::write_start_info(&mem, &layout, &placed, &cfg.cmdline).map_err(Error::Config)?;
+
+    let vm = KvmVm::new(&mem, cfg.vcpus)?;
+    let mut vcpus: Vec<Box<dyn Vcpu>> = Vec::with_capacity(cfg.vcpus as usize);
+    for id in 0..cfg.vcpus {
+        let boot = (id == 0).then_some(BootState {
+            entry: fw.entry,
+            start_info: START_INFO_ADDR,
+        });
+        vcpus.push(Box::new(vm.create_vcpu(id, boot)?));
+    }
+
+    let serial = CharOut::open(&cfg.serial, "serial output")?;
+    let debugcon = CharOut::open(&cfg.debugcon, "debug console output")?;
+    let state = PlatformState::new(&mem, &vm, serial, debugcon);
+    state.set_kicks(vcpus.iter().map(|v| v.kicker()).collect());
+    let machine = Mutex::new(Machine::new(&MachineConfig {
+        profile: cfg.profile,
+        ram_below_4g: layout.ram_below_4g(),
+        ram_above_4g: layout.ram_above_4g(),
+        vcpus: cfg.vcpus,
+        serial_ports: 1,
+    }));
+
+    let started = Instant::now();
+    let mut exits = ExitCounts::default();
+    std::thread::scope(|s| {
+        let st = &state;
+        let m = &machine;
+        s.spawn(move || guarded(st, "timer", || timer_thread(st, m)));
+        if cfg.serial == CharTarget::Stdout && console_input_wanted() {
+            s.spawn(move || guarded(st, "console", || stdin_thread(st, m)));
+        }
+        let handles: Vec<_> = vcpus
+            .iter_mut()
+            .map(|v| {
+                std::thread::Builder::new()
+                    .name(format!("vcpu{}", v.id()))
+                    .spawn_scoped(s, move || {
+                        guarded(st, "vcpu", || vcpu_thread(st, m, v.as_mut())).unwrap_or_default()
+                    })
+            })
+            .collect();
+        for h in handles {
+            match h {
+                Ok(h) => exits += h.join().unwrap_or_default(),
+                Err(e) => state.finish(Err(Error::Config(format!(
+                    "cannot start a vCPU thread: {e}"
+                )))),
+            }
+        }
+        // Every vCPU has stopped: make sure the helpers stop too.
+        if !state.stopping() {
+            state.finish(Ok(DomainExit::Crashed("all vCPUs stopped".into())));
+        }
+    });
+    let stats = RunStats {
+        exits,
+        elapsed: started.elapsed(),
+    };
+    let outcome = state
+        .take_outcome()
+        .unwrap_or_else(|| Ok(DomainExit::Crashed("stopped without a reason".into())));
+    outcome.map(|e| (e, stats))
+}
+
+/// Run a thread body; a panic in it becomes a crash of the domain instead of a panic of
+/// the caller.
+fn guarded<T>(state: &PlatformState, what: &str, f: impl FnOnce() -> T) -> Option<T> {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let msg = e
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| e.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            state.finish(Ok(DomainExit::Crashed(format!(
+                "internal error: the {what} thread panicked: {msg}"
+            ))));
+            None
+        }
+    }
+}
+
+fn vcpu_thread(state: &PlatformState, machine: &Mutex<Machine>, vcpu: &mut dyn Vcpu) -> ExitCounts {
+    struct Unbind<'k>(&'k dyn Kick);
+    impl Drop for Unbind<'_> {
+        fn drop(&mut self) {
+            self.0.unbind_thread();
+        }
+    }
+    let kick = vcpu.kicker();
+    kick.bind_thread();
+    let _unbind = Unbind(&*kick);
+
+    let mut counts = ExitCounts::default();
+    let mut p = state.handle();
+    while !state.stopping() {
+        let exit = match vcpu.run() {
+            Ok(e) => e,
+            Err(e) => {
+                state.finish(Err(e));
+                break;
+            }
+        };
+        if let Action::Crash(what) = dispatch(exit, machine, &mut p, &mut counts) {
+            let id = vcpu.id();
+            let regs = vcpu.state_summary();
+            state.finish(Ok(DomainExit::Crashed(format!(
+                "vCPU {id}: {what}: {regs}"
+            ))));
+            break;
+        }
+    }
+    counts
+}
+
+/// Fire device timers at their deadlines. The timer lock is never held while the machine
+/// lock is taken (devices re-arm timers from inside `on_timer`).
+fn timer_thread(state: &PlatformState, machine: &Mutex<Machine>) {
+    let mut t = lock(&state.timers);
+    loop {
+        if state.stopping() {
+            return;
+        }
+        let now = state.now_ns();
+        match t.earliest() {
+            None => t = state.timer_cv.wait(t).unwrap_or_else(|e| e.into_inner()),
+            Some((id, deadline)) if deadline <= now => {
+                t.deadlines[id.index()] = None;
+                drop(t);
+                lock(machine).on_timer(&mut state.handle(), id);
+                t = lock(&state.timers);
+            }
+            Some((_, deadline)) => {
+                t = state
+                    .timer_cv
+                    .wait_timeout(t, Duration::from_nanos(deadline - now))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+            }
+        }
+    }
+}
+
+/// Whether stdin is something to forward to COM1: a terminal we are in the foreground
+/// of (reading from a background terminal would stop the process), or a pipe.
+fn console_input_wanted() -> bool {
+    // SAFETY: plain libc queries on fd 0 with a zeroed stat buffer.
+    unsafe {
+        if libc::isatty(0) == 1 {
+            return libc::tcgetpgrp(0) == libc::getpgrp();
+        }
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::fstat(0, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFIFO
+    }
+}
+
+/// Feed stdin to COM1. Polls with a timeout so it never holds up shutdown.
+fn stdin_thread(state: &PlatformState, machine: &Mutex<Machine>) {
+    let mut buf = [0u8; 256];
+    while !state.stopping() {
+        let mut pfd = libc::pollfd {
+            fd: 0,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, 100) };
+        if r <= 0 {
+            continue;
+        }
+        // SAFETY: reads into a buffer we own, at most its length.
+        let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            return; // EOF or error: no more input.
+        }
+        let mut pending = &buf[..n as usize];
+        while !pending.is_empty() && !state.stopping() {
+            let took = lock(machine).serial_input(&mut state.handle(), 0, pending);
+            pending = &pending[took.min(pending.len())..];
+            if took == 0 {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! The [`Platform`] of process mode: devices reach guest memory, the in-kernel interrupt
+//! controllers, host time, timers, character backends and power control through it.
+//!
+//! [`PlatformState`] is shared by every thread of a running domain (vCPUs, the timer
+//! thread, the console reader); [`ProcessPlatform`] is the zero-cost `&mut dyn Platform`
+//! handle a thread passes into the machine. It also owns stopping: the first power-off,
+//! reset, crash or failure records the domain's outcome, sets the stop flag, wakes the
+//! timer thread and kicks every vCPU out of the guest.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use chassis_devices::platform::{CharSink, DmaError, Platform, PowerRequest, TIMER_COUNT, TimerId};
+
+use crate::backend::{IrqLines, Kick};
+use crate::memory::GuestMemory;
+use crate::{CharTarget, DomainExit, Error};
+
+/// Lock a mutex, ignoring poisoning: a panicking thread stops the domain anyway, and the
+/// others must still be able to shut down.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A host-side character stream.
+pub enum CharOut {
+    Null,
+    /// Standard output, flushed after every write.
+    Stdout,
+    File(Mutex<File>),
+}
+
+impl CharOut {
+    /// Open a target; files are truncated now and appended to afterwards.
+    pub fn open(target: &CharTarget, what: &'static str) -> Result<CharOut, Error> {
+        Ok(match target {
+            CharTarget::Null => CharOut::Null,
+            CharTarget::Stdout => CharOut::Stdout,
+            CharTarget::File(path) => {
+                let io = |err| Error::Io {
+                    what,
+                    path: path.clone(),
+                    err,
+                };
+                File::create(path).map_err(io)?;
+                let f = OpenOptions::new().append(true).open(path).map_err(io)?;
+                CharOut::File(Mutex::new(f))
+            }
+        })
+    }
+
+    pub fn write(&self, bytes: &[u8]) {
+        // Output errors (a closed pipe, a full disk) must not stop the guest.
+        match self {
+            CharOut::Null => {}
+            CharOut::Stdout => {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(bytes);
+                let _ = out.flush();
+            }
+            CharOut::File(f) => {
+                let _ = lock(f).write_all(bytes);
+            }
+        }
+    }
+}
+
+/// Armed timers: absolute deadlines in guest ns.
+#[derive(Default)]
+pub struct Timers {
+    pub deadlines: [Option<u64>; TIMER_COUNT],
+}
+
+impl Timers {
+    /// The earliest armed timer.
+    pub fn earliest(&self) -> Option<(TimerId, u64)> {
+        TimerId::ALL
+            .iter()
+            .filter_map(|&id| self.deadlines[id.index()].map(|d| (id, d)))
+            .min_by_key(|&(_, d)| d)
+    }
+}
+
+/// Everything the platform of one running domain shares between threads.
+pub struct PlatformState<'a> {
+    pub mem: &'a GuestMemory,
+    irq: &'a dyn IrqLines,
+    start: Instant,
+    wall_base_ns: u64,
+    pub timers: Mutex<Timers>,
+    pub timer_cv: Condvar,
+    serial: CharOut,
+    debugcon: CharOut,
+    stop: AtomicBool,
+    outcome: Mutex<Option<Result<DomainExit, Error>>>,
+    kicks: OnceLock<Vec<Arc<dyn Kick>>>,
+}
+
+impl<'a> PlatformState<'a> {
+    pub fn new(
+        mem: &'a GuestMemory,
+        irq: &'a dyn IrqLines,
+        serial: CharOut,
+        debugcon: CharOut,
+    ) -> Self {
+        let wall_base_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        PlatformState {
+            mem,
+            irq,
+            start: Instant::now(),
+            wall_base_ns,
+            timers: Mutex::new(Timers::default()),
+            timer_cv: Condvar::new(),
+            serial,
+            debugcon,
+            stop: AtomicBool::new(false),
+            outcome: Mutex::new(None),
+            kicks: OnceLock::new(),
+        }
+    }
+
+    /// Register the vCPU kickers (once, before the vCPU threads start).
+    pub fn set_kicks(&self, kicks: Vec<Arc<dyn Kick>>) {
+        let _ = self.kicks.set(kicks);
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    /// Whether the domain is stopping.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Stop the domain with `outcome` (the first outcome wins): record it, set the stop
+    /// flag, wake the timer thread, kick every vCPU.
+    pub fn finish(&self, outcome: Result<DomainExit, Error>) {
+        {
+            let mut o = lock(&self.outcome);
+            if o.is_none() {
+                *o = Some(outcome);
+            }
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        {
+            let _t = lock(&self.timers);
+            self.timer_cv.notify_all();
+        }
+        if let Some(kicks) = self.kicks.get() {
+            for k in kicks {
+                k.kick();
+            }
+        }
+    }
+
+    /// The recorded outcome (taken once).
+    pub fn take_outcome(&self) -> Option<Result<DomainExit, Error>> {
+        lock(&self.outcome).take()
+    }
+
+    pub fn handle(&self) -> ProcessPlatform<'_, 'a> {
+        ProcessPlatform { s: self }
+    }
+}
+
+/// The `&mut dyn Platform` a thread hands to the machine.
+pub struct ProcessPlatform<'s, 'a> {
+    s: &'s PlatformState<'a>,
+}
+
+impl Platform for ProcessPlatform<'_, '_> {
+    fn set_irq(&mut self, gsi: u32, level: bool) {
+        if let Err(e) = self.s.irq.set_irq_line(gsi, level) {
+            self.s.finish(Err(e));
+        }
+    }
+
+    fn dma_read(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), DmaError> {
+        self.s.mem.read(gpa, buf).map_err(|e| DmaError::OutOfRange {
+            gpa: e.gpa,
+            len: e.len,
+        })
+    }
+
+    fn dma_write(&mut self, gpa: u64, buf: &[u8]) -> Result<(), DmaError> {
+        self.s
+            .mem
+            .write(gpa, buf)
+            .map_err(|e| DmaError::OutOfRange {
+                gpa: e.gpa,
+                len: e.len,
+            })
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.s.now_ns()
+    }
+
+    fn wall_clock_base_ns(&self) -> u64 {
+        self.s.wall_base_ns
+    }
+
+    fn set_timer(&mut self, timer: TimerId, deadline_ns: Option<u64>) {
+        let mut t = lock(&self.s.timers);
+        t.deadlines[timer.index()] = deadline_ns;
+        self.s.timer_cv.notify_all();
+    }
+
+    fn char_out(&mut self, sink: CharSink, bytes: &[u8]) {
+        match sink {
+            CharSink::Serial(0) => self.s.serial.write(bytes),
+            CharSink::Serial(_) => {}
+            CharSink::DebugCon => self.s.debugcon.write(bytes),
+        }
+    }
+
+    fn power(&mut self, request: PowerRequest) {
+        match request {
+            PowerRequest::PowerOff => self.s.finish(Ok(DomainExit::PowerOff)),
+            PowerRequest::Reset => self.s.finish(Ok(DomainExit::Reset)),
+            PowerRequest::Suspend => {
+                // No S3 in process mode yet: the guest sees the write complete and carries
+                // on, which Linux reports as a failed suspend.
+                eprintln!("chassis: guest requested ACPI S3 suspend; not supported, ignored");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::memory::Layout;
+
+    pub(crate) struct NoIrq;
+    impl IrqLines for NoIrq {
+        fn set_irq_line(&self, _: u32, _: bool) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn dma_is_bounds_checked_and_power_stops() {
+        let mem = GuestMemory::new(Layout::from_mib(16).unwrap()).unwrap();
+        let st = PlatformState::new(&mem, &NoIrq, CharOut::Null, CharOut::Null);
+        let mut p = st.handle();
+        p.dma_write(0x1000, &[1, 2, 3]).unwrap();
+        let mut b = [0; 3];
+        p.dma_read(0x1000, &mut b).unwrap();
+        assert_eq!(b, [1, 2, 3]);
+        assert_eq!(
+            p.dma_read(0xa0000, &mut b),
+            Err(DmaError::OutOfRange {
+                gpa: 0xa0000,
+                len: 3
+            })
+        );
+        p.set_timer(TimerId::RtcUpdate, Some(50));
+        p.set_timer(TimerId::PmTimerOverflow, Some(20));
+        assert_eq!(
+            lock(&st.timers).earliest(),
+            Some((TimerId::PmTimerOverflow, 20))
+        );
+        assert!(!st.stopping());
+        p.power(PowerRequest::Reset);
+        p.power(PowerRequest::PowerOff);
+        assert!(st.stopping());
+        assert_eq!(st.take_outcome().unwrap().unwrap(), DomainExit::Reset);
+    }
+}
