@@ -57,8 +57,17 @@ pub struct KvmVm<'m> {
 
 /// Open /dev/kvm, mapping failure to `BackendUnavailable` with the errno text.
 pub fn open_kvm() -> Result<Kvm, Error> {
-    Kvm::new()
-        .map_err(|e| Error::BackendUnavailable(format!("cannot open /dev/kvm: {}", errno_to_io(e))))
+    open_kvm_at(c"/dev/kvm")
+}
+
+fn open_kvm_at(path: &std::ffi::CStr) -> Result<Kvm, Error> {
+    Kvm::new_with_path(path).map_err(|e| {
+        Error::BackendUnavailable(format!(
+            "cannot open {}: {}",
+            path.to_string_lossy(),
+            errno_to_io(e)
+        ))
+    })
 }
 
 /// Whether /dev/kvm can be opened (for tests and diagnostics).
@@ -430,6 +439,23 @@ impl Vcpu for KvmVcpu {
                 r.rbx
             ),
             (Err(e), _) | (_, Err(e)) => format!("(registers unavailable: {})", errno_to_io(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_device_is_backend_unavailable_with_errno_text() {
+        match open_kvm_at(c"/nonexistent/kvm") {
+            Err(Error::BackendUnavailable(msg)) => {
+                assert!(msg.starts_with("cannot open /nonexistent/kvm: "), "{msg}");
+                assert!(msg.contains("No such file"), "{msg}");
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("opened a missing device"),
         }
     }
 }
