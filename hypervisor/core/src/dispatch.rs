@@ -18,8 +18,18 @@ use crate::platform::lock;
 pub enum Action {
     /// Run the vCPU again (after checking the stop flag).
     Continue,
-    /// The guest crashed the VM; the text says how (the caller adds register state).
-    Crash(&'static str),
+    /// The guest crashed the VM: what happened and the backend's code for it, if any
+    /// (the caller adds register state).
+    Crash {
+        what: &'static str,
+        code: Option<u64>,
+    },
+}
+
+impl Action {
+    fn crash(what: &'static str, code: Option<u64>) -> Action {
+        Action::Crash { what, code }
+    }
 }
 
 /// Exit counters of one vCPU.
@@ -109,11 +119,21 @@ pub fn dispatch(
             counts.other += 1;
             Action::Continue
         }
-        Exit::Shutdown => Action::Crash("triple fault (KVM_EXIT_SHUTDOWN)"),
-        Exit::FailEntry { .. } => Action::Crash("VM entry failed (KVM_EXIT_FAIL_ENTRY)"),
-        Exit::InternalError { .. } => Action::Crash("KVM internal error (KVM_EXIT_INTERNAL_ERROR)"),
-        Exit::SystemEvent { .. } => Action::Crash("unexpected KVM system event"),
-        Exit::Other { .. } => Action::Crash("unexpected vCPU exit"),
+        Exit::Shutdown => Action::crash("triple fault (KVM_EXIT_SHUTDOWN)", None),
+        Exit::FailEntry { reason, .. } => Action::crash(
+            "VM entry failed (KVM_EXIT_FAIL_ENTRY, hardware reason)",
+            Some(reason),
+        ),
+        Exit::InternalError { suberror } => Action::crash(
+            "KVM internal error (KVM_EXIT_INTERNAL_ERROR, suberror)",
+            Some(suberror as u64),
+        ),
+        Exit::SystemEvent { kind } => {
+            Action::crash("unexpected KVM system event (type)", Some(kind as u64))
+        }
+        Exit::Other { reason } => {
+            Action::crash("unexpected vCPU exit (reason)", Some(reason as u64))
+        }
     }
 }
 
@@ -230,7 +250,10 @@ mod tests {
         assert_eq!(c.mmio, 6);
         assert_eq!(
             dispatch(Exit::Shutdown, &m, &mut p, &mut c),
-            Action::Crash("triple fault (KVM_EXIT_SHUTDOWN)")
+            Action::Crash {
+                what: "triple fault (KVM_EXIT_SHUTDOWN)",
+                code: None
+            }
         );
     }
 }

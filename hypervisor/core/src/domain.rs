@@ -210,11 +210,12 @@ fn vcpu_thread(state: &PlatformState, machine: &Mutex<Machine>, vcpu: &mut dyn V
                 break;
             }
         };
-        if let Action::Crash(what) = dispatch(exit, machine, &mut p, &mut counts) {
+        if let Action::Crash { what, code } = dispatch(exit, machine, &mut p, &mut counts) {
             let id = vcpu.id();
             let regs = vcpu.state_summary();
+            let code = code.map(|c| format!(" {c:#x}")).unwrap_or_default();
             state.finish(Ok(DomainExit::Crashed(format!(
-                "vCPU {id}: {what}: {regs}"
+                "vCPU {id}: {what}{code}: {regs}"
             ))));
             break;
         }
