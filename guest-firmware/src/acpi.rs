@@ -624,6 +624,9 @@ mod tests {
                     assert!(dsl.contains("EisaId (\"PNP0A03\")"), "{dsl}");
                     assert!(dsl.contains("Name (_PRT, Package (0x7C)"), "{dsl}");
                     assert!(dsl.contains("0x001FFFFF"), "{dsl}");
+                    assert!(dsl.contains("WordBusNumber (ResourceProducer"), "{dsl}");
+                    assert!(dsl.contains("0xFEBFFFFF"), "{dsl}");
+                    assert!(!dsl.contains("Unknown"), "{dsl}");
                 }
                 "facp" => {
                     assert!(dsl.contains("[FACP]"), "{dsl}");

@@ -15,6 +15,7 @@ pub mod op {
     pub const STRING_PREFIX: u8 = 0x0d;
     pub const QWORD_PREFIX: u8 = 0x0e;
     pub const SCOPE: u8 = 0x10;
+    pub const BUFFER: u8 = 0x11;
     pub const PACKAGE: u8 = 0x12;
     pub const DUAL_NAME_PREFIX: u8 = 0x2e;
     pub const MULTI_NAME_PREFIX: u8 = 0x2f;
@@ -165,6 +166,15 @@ impl<'a> Aml<'a> {
         self.byte(0);
     }
 
+    /// `Buffer () { bytes }`: BufferOp PkgLength BufferSize ByteList.
+    pub fn buffer(&mut self, bytes: &[u8]) {
+        self.byte(op::BUFFER);
+        let m = Mark(self.pos);
+        self.integer(bytes.len() as u64);
+        self.put(bytes);
+        self.end(m);
+    }
+
     /// `EISAID("PNP0A03")`: the 32-bit compressed EISA ID, as iasl emits it (a DWord).
     pub fn eisa_id(&mut self, id: &str) {
         match eisa_id(id) {
@@ -277,6 +287,65 @@ pub fn eisa_id(id: &str) -> Option<u32> {
     Some(u32::from_le_bytes(bytes))
 }
 
+use hypervisor_abi::pvh::{PCI_HOLE_START, PCI_MMIO_END};
+
+/// Length of [`pci0_crs`].
+pub const PCI0_CRS_LEN: usize = 16 + 8 + 16 + 16 + 26 + 26 + 2;
+
+/// The host bridge's `_CRS` (ACPI 6.5 §6.4 resource descriptors), what the OS may use
+/// below it; without it Linux finds no bridge windows and refuses every BAR:
+///
+/// ```text
+/// WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode, 0, 0x00, 0xFF, 0, 0x100)
+/// IO (Decode16, 0x0CF8, 0x0CF8, 0x01, 0x08)
+/// WordIO (ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange,
+///         0, 0x0000, 0x0CF7, 0, 0x0CF8)
+/// WordIO (ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange,
+///         0, 0x0D00, 0xFFFF, 0, 0xF300)
+/// DWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, Cacheable, ReadWrite,
+///         0, 0x000A0000, 0x000BFFFF, 0, 0x00020000)
+/// DWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, NonCacheable, ReadWrite,
+///         0, mem_min, mem_max, 0, mem_max - mem_min + 1)
+/// EndTag
+/// ```
+pub fn pci0_crs(mem_min: u32, mem_max: u32) -> [u8; PCI0_CRS_LEN] {
+    // General flags: producer, positive decode, min and max fixed.
+    const GEN: u8 = 0x0c;
+    let mut b = [0u8; PCI0_CRS_LEN];
+    let mut o = 0;
+    let word =
+        |b: &mut [u8; PCI0_CRS_LEN], o: &mut usize, ty: u8, tflags: u8, min: u16, max: u16| {
+            let len = max.wrapping_sub(min).wrapping_add(1);
+            b[*o..*o + 6].copy_from_slice(&[0x88, 0x0d, 0x00, ty, GEN, tflags]);
+            b[*o + 6..*o + 8].copy_from_slice(&0u16.to_le_bytes());
+            b[*o + 8..*o + 10].copy_from_slice(&min.to_le_bytes());
+            b[*o + 10..*o + 12].copy_from_slice(&max.to_le_bytes());
+            b[*o + 12..*o + 14].copy_from_slice(&0u16.to_le_bytes());
+            b[*o + 14..*o + 16].copy_from_slice(&len.to_le_bytes());
+            *o += 16;
+        };
+    word(&mut b, &mut o, 2, 0, 0x00, 0xff);
+    b[o..o + 8].copy_from_slice(&[0x47, 0x01, 0xf8, 0x0c, 0xf8, 0x0c, 0x01, 0x08]);
+    o += 8;
+    word(&mut b, &mut o, 1, 0x03, 0x0000, 0x0cf7);
+    word(&mut b, &mut o, 1, 0x03, 0x0d00, 0xffff);
+    let dword = |b: &mut [u8; PCI0_CRS_LEN], o: &mut usize, tflags: u8, min: u32, max: u32| {
+        let len = max.wrapping_sub(min).wrapping_add(1);
+        b[*o..*o + 6].copy_from_slice(&[0x87, 0x17, 0x00, 0, GEN, tflags]);
+        for (i, v) in [0, min, max, 0, len].iter().enumerate() {
+            b[*o + 6 + 4 * i..*o + 10 + 4 * i].copy_from_slice(&v.to_le_bytes());
+        }
+        *o += 26;
+    };
+    // Memory type flags: bit 0 read/write, bits 1-2 cacheability.
+    dword(&mut b, &mut o, 0x03, 0x000a_0000, 0x000b_ffff);
+    dword(&mut b, &mut o, 0x01, mem_min, mem_max);
+    // End tag with a zero checksum ("treat as valid").
+    b[o] = 0x79;
+    b[o + 1] = 0;
+    b
+}
+
 /// The DSDT body (everything after the 36-byte table header):
 ///
 /// ```text
@@ -286,6 +355,7 @@ pub fn eisa_id(id: &str) -> Option<u32> {
 ///     Name (_HID, EisaId ("PNP0A03"))
 ///     Name (_ADR, 0)
 ///     Name (_UID, 0)
+///     Name (_CRS, ResourceTemplate () { ... })  // see pci0_crs
 ///     Name (_PRT, Package (124) {               // dev 1..31, INTA..INTD
 ///       Package (4) { (dev << 16) | 0xFFFF, pin, 0, gsi }, ...
 ///     })
@@ -312,6 +382,8 @@ pub fn write_dsdt_body(aml: &mut Aml, link_irqs: [u8; 4]) {
     aml.integer(0);
     aml.name("_UID");
     aml.integer(0);
+    aml.name("_CRS");
+    aml.buffer(&pci0_crs(PCI_HOLE_START as u32, (PCI_MMIO_END - 1) as u32));
     write_prt(aml, link_irqs);
     aml.end(dev);
     aml.end(sb);
@@ -473,6 +545,48 @@ mod tests {
         assert_eq!(&b[21..21 + second.len()], &second);
         // Every entry is 12 bytes except pins 2 and 3 (BytePrefix for the pin): 13.
         assert_eq!(b.len(), 9 + 31 * (12 + 12 + 13 + 13));
+    }
+
+    #[test]
+    fn pci0_crs_bytes() {
+        let b = pci0_crs(0xe000_0000, 0xfebf_ffff);
+        // WordBusNumber 0..0xff.
+        assert_eq!(
+            &b[0..16],
+            &[0x88, 0x0d, 0, 2, 0x0c, 0, 0, 0, 0, 0, 0xff, 0, 0, 0, 0, 1]
+        );
+        assert_eq!(&b[16..24], &[0x47, 1, 0xf8, 0x0c, 0xf8, 0x0c, 1, 8]);
+        assert_eq!(
+            &b[24..40],
+            &[
+                0x88, 0x0d, 0, 1, 0x0c, 3, 0, 0, 0, 0, 0xf7, 0x0c, 0, 0, 0xf8, 0x0c
+            ]
+        );
+        assert_eq!(
+            &b[40..56],
+            &[
+                0x88, 0x0d, 0, 1, 0x0c, 3, 0, 0, 0, 0x0d, 0xff, 0xff, 0, 0, 0, 0xf3
+            ]
+        );
+        assert_eq!(&b[56..62], &[0x87, 0x17, 0, 0, 0x0c, 3]);
+        assert_eq!(&b[66..70], &0xa_0000u32.to_le_bytes());
+        assert_eq!(&b[70..74], &0xb_ffffu32.to_le_bytes());
+        assert_eq!(&b[78..82], &0x2_0000u32.to_le_bytes());
+        assert_eq!(&b[82..88], &[0x87, 0x17, 0, 0, 0x0c, 1]);
+        assert_eq!(&b[92..96], &0xe000_0000u32.to_le_bytes());
+        assert_eq!(&b[96..100], &0xfebf_ffffu32.to_le_bytes());
+        assert_eq!(&b[104..108], &0x1ec0_0000u32.to_le_bytes());
+        assert_eq!(&b[108..110], &[0x79, 0]);
+    }
+
+    #[test]
+    fn buffers() {
+        // Buffer (0x03) { 1, 2, 3 } -> 11 06 0A 03 01 02 03
+        assert_eq!(
+            enc(|a| a.buffer(&[1, 2, 3])),
+            [0x11, 0x06, 0x0a, 0x03, 1, 2, 3]
+        );
+        assert_eq!(enc(|a| a.buffer(&[])), [0x11, 0x02, 0x00]);
     }
 
     #[test]

@@ -43,8 +43,8 @@ mod firmware {
     use chassis_firmware::pci::{self, BarKind, BarReq, FunctionLine, Placed, cfg, command};
     use chassis_firmware::{acpi, platform as p};
     use hypervisor_abi::pvh::{
-        FIRMWARE_BASE, FIRMWARE_END, HvmMemmapEntry, HvmModlistEntry, HvmStartInfo,
-        MEMMAP_MAX, PCI_HOLE_START, PCI_IO_START, PCI_MMIO_END, START_INFO_MAGIC,
+        FIRMWARE_BASE, FIRMWARE_END, HvmMemmapEntry, HvmModlistEntry, HvmStartInfo, MEMMAP_MAX,
+        PCI_HOLE_START, PCI_IO_START, PCI_MMIO_END, START_INFO_MAGIC,
     };
 
     /// Prints `chassis-firmware: FATAL: <message>` and triple-faults.
@@ -186,7 +186,10 @@ mod firmware {
                 reqs[*n] = r;
                 *n += 1;
             } else {
-                println!("chassis-firmware: warning: too many BARs, {} dropped", pci::Bdf(devfn));
+                println!(
+                    "chassis-firmware: warning: too many BARs, {} dropped",
+                    pci::Bdf(devfn)
+                );
             }
         };
         let mut i = 0u8;
@@ -211,7 +214,15 @@ mod firmware {
             };
             if size != 0 {
                 found = true;
-                push(BarReq { devfn, index: i, kind, size }, n);
+                push(
+                    BarReq {
+                        devfn,
+                        index: i,
+                        kind,
+                        size,
+                    },
+                    n,
+                );
             }
             i += if kind == BarKind::Mem64 { 2 } else { 1 };
         }
@@ -221,11 +232,20 @@ mod firmware {
             io::pci::write32(devfn, off, 0xffff_f800);
             let v = io::pci::read32(devfn, off);
             io::pci::write32(devfn, off, orig & !1);
-            let size = if v == 0xffff_ffff { 0 } else { pci::bar_size(BarKind::Rom, v, 0) };
+            let size = if v == 0xffff_ffff {
+                0
+            } else {
+                pci::bar_size(BarKind::Rom, v, 0)
+            };
             if size != 0 {
                 found = true;
                 push(
-                    BarReq { devfn, index: pci::ROM_INDEX, kind: BarKind::Rom, size },
+                    BarReq {
+                        devfn,
+                        index: pci::ROM_INDEX,
+                        kind: BarKind::Rom,
+                        size,
+                    },
                     n,
                 );
             }
@@ -252,7 +272,12 @@ mod firmware {
 
         let mut funcs = [Func::default(); 256];
         let mut nfuncs = 0;
-        let mut reqs = [BarReq { devfn: 0, index: 0, kind: BarKind::Io, size: 0 }; MAX_BARS];
+        let mut reqs = [BarReq {
+            devfn: 0,
+            index: 0,
+            kind: BarKind::Io,
+            size: 0,
+        }; MAX_BARS];
         let mut nreqs = 0;
 
         for dev in 0u8..32 {
@@ -276,25 +301,19 @@ mod firmware {
                 let pin = io::pci::read8(devfn, cfg::INTERRUPT_PIN);
                 let mut irq = pci::intx_irq(dev, pin, routes);
 
-                match (class >> 8, vendor, device) {
-                    (0x0680, 0x8086, 0x7113) => {
-                        // PIIX4 PM: SCI on IRQ 9, PM block at 0xb000, PMIOSE on.
-                        io::pci::write8(devfn, cfg::INTERRUPT_LINE, p::SCI_IRQ);
-                        io::pci::write32(devfn, cfg::PIIX4_PMBA, p::PM_BASE as u32 | 1);
-                        io::pci::write8(devfn, cfg::PIIX4_PMREGMISC, 1);
-                        irq = Some(p::SCI_IRQ);
-                    }
-                    (0x0101, 0x8086, _) => {
-                        // PIIX IDE: enable legacy decode on both channels.
-                        io::pci::write16(devfn, cfg::IDE_TIM_PRI, 0x8000);
-                        io::pci::write16(devfn, cfg::IDE_TIM_SEC, 0x8000);
-                    }
-                    _ => {}
+                let is_pm = (class >> 8, vendor, device) == (0x0680, 0x8086, 0x7113);
+                if is_pm {
+                    // PIIX4 PM: SCI on IRQ 9, PM block at 0xb000, PMIOSE on.
+                    io::pci::write32(devfn, cfg::PIIX4_PMBA, p::PM_BASE as u32 | 1);
+                    io::pci::write8(devfn, cfg::PIIX4_PMREGMISC, 1);
+                    irq = Some(p::SCI_IRQ);
+                } else if (class >> 8, vendor) == (0x0101, 0x8086) {
+                    // PIIX IDE: enable legacy decode on both channels.
+                    io::pci::write16(devfn, cfg::IDE_TIM_PRI, 0x8000);
+                    io::pci::write16(devfn, cfg::IDE_TIM_SEC, 0x8000);
                 }
-                if class >> 8 != 0x0680 || vendor != 0x8086 || device != 0x7113 {
-                    if let Some(irq) = irq {
-                        io::pci::write8(devfn, cfg::INTERRUPT_LINE, irq);
-                    }
+                if let Some(irq) = irq {
+                    io::pci::write8(devfn, cfg::INTERRUPT_LINE, irq);
                 }
                 println!(
                     "{}",
@@ -314,7 +333,13 @@ mod firmware {
                 let cmd = io::pci::read16(devfn, cfg::COMMAND);
                 io::pci::write16(devfn, cfg::COMMAND, cmd & !(command::IO | command::MEMORY));
                 let has_bars = size_bars(devfn, header_type, &mut reqs, &mut nreqs);
-                funcs[nfuncs] = Func { devfn, command: cmd, class, has_bars, decode: 0 };
+                funcs[nfuncs] = Func {
+                    devfn,
+                    command: cmd,
+                    class,
+                    has_bars,
+                    decode: 0,
+                };
                 nfuncs += 1;
             }
         }
@@ -350,7 +375,11 @@ mod firmware {
                 }
             }
             if let Some(f) = f {
-                f.decode |= if r.kind == BarKind::Io { command::IO } else { command::MEMORY };
+                f.decode |= if r.kind == BarKind::Io {
+                    command::IO
+                } else {
+                    command::MEMORY
+                };
             }
             println!("{}", Placed { req: *r, addr });
         }
@@ -364,7 +393,7 @@ mod firmware {
                     cmd |= command::BUS_MASTER;
                 }
             }
-            if f.class >>8 == 0x0300 {
+            if f.class >> 8 == 0x0300 {
                 // The primary VGA always decodes (legacy VGA ports and memory).
                 cmd |= command::IO | command::MEMORY;
             }
@@ -375,8 +404,16 @@ mod firmware {
 
     fn e820_overrides(acpi: Option<(u64, u64)>) -> ([Entry; 3], usize) {
         let mut e = [
-            Entry::new(p::BIOS_AREA_START, p::BIOS_AREA_END - p::BIOS_AREA_START, e820::RESERVED),
-            Entry::new(p::HIGH_RESERVED_START, p::FOUR_GIB - p::HIGH_RESERVED_START, e820::RESERVED),
+            Entry::new(
+                p::BIOS_AREA_START,
+                p::BIOS_AREA_END - p::BIOS_AREA_START,
+                e820::RESERVED,
+            ),
+            Entry::new(
+                p::HIGH_RESERVED_START,
+                p::FOUR_GIB - p::HIGH_RESERVED_START,
+                e820::RESERVED,
+            ),
             Entry::default(),
         ];
         let mut n = 2;
@@ -464,7 +501,10 @@ mod firmware {
         for _ in 0..10_000 {
             io::inb(0x80);
         }
-        fatal!("ACPI S5 (PM1a_CNT {:#x} <- SLP_EN) did not power off", p::PM1A_CNT);
+        fatal!(
+            "ACPI S5 (PM1a_CNT {:#x} <- SLP_EN) did not power off",
+            p::PM1A_CNT
+        );
     }
 
     fn boot_linux(si: &StartInfo, map: &Map, rsdp: u64) -> ! {
@@ -535,9 +575,8 @@ mod firmware {
             mem::write_bytes(p::KERNEL_CMDLINE_ADDR + cmdline.len() as u64, &[0]);
         }
         // SAFETY: as above; 4 KiB page owned by the firmware.
-        let bp = unsafe {
-            &mut *(p::BOOT_PARAMS_ADDR as usize as *mut [u8; bzimage::BOOT_PARAMS_SIZE])
-        };
+        let bp =
+            unsafe { &mut *(p::BOOT_PARAMS_ADDR as usize as *mut [u8; bzimage::BOOT_PARAMS_SIZE]) };
         bzimage::fill_boot_params(
             bp,
             image,
