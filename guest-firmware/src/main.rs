@@ -281,6 +281,10 @@ mod firmware {
         let mut nreqs = 0;
 
         for dev in 0u8..32 {
+            // Function 0 exists whenever any function does (PCI 3.0 §6.2.1).
+            if matches!(io::pci::read16(dev << 3, cfg::VENDOR), 0xffff | 0) {
+                continue;
+            }
             let ht0 = io::pci::read8(dev << 3, cfg::HEADER_TYPE);
             let nfn = if ht0 & 0x80 != 0 { 8 } else { 1 };
             for func in 0..nfn {
