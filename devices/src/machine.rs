@@ -244,9 +244,10 @@ impl Machine {
         }
     }
 
-    /// Gate A20 as the guest last set it (i8042 output port AND port 0x92).
+    /// Gate A20 as the guest last set it: on when the i8042 output port or port 0x92
+    /// enables it (the two gates are ORed on PIIX-era boards).
     pub fn a20(&self) -> bool {
-        self.kbd.a20() && self.isa_bridge.a20()
+        self.kbd.a20() || self.isa_bridge.a20()
     }
 
     /// The state of every device as a sequence of framed records.
@@ -268,8 +269,20 @@ impl Machine {
     /// Restore from [`Machine::save`] output. Each record goes to the device its name and
     /// instance say; a record for a device this machine lacks is an error, not skipped.
     /// On error, devices loaded before the bad record keep their new state: callers
-    /// restore into a fresh machine and discard it on failure.
-    pub fn load(&mut self, mut data: &[u8]) -> Result<(), LoadError> {
+    /// restore into a fresh machine and discard it on failure. After a successful load
+    /// every interrupt line is re-driven and every timer re-armed through `p`.
+    pub fn load(&mut self, p: &mut dyn Platform, data: &[u8]) -> Result<(), LoadError> {
+        self.load_records(data)?;
+        self.rtc.post_load(p);
+        self.pm.post_load(p);
+        self.kbd.sync_irqs(p);
+        for u in &mut self.serial {
+            u.sync_irq(p);
+        }
+        Ok(())
+    }
+
+    fn load_records(&mut self, mut data: &[u8]) -> Result<(), LoadError> {
         while !data.is_empty() {
             let (h, _, _) = split_record(data)?;
             let is = |n: &str| {
@@ -387,8 +400,25 @@ mod tests {
         m.pio_write(&mut p, 0xcfc, Width::B1, 11);
         let saved = m.save();
         let mut n = machine(&QEMU_XEN);
-        n.load(&saved).unwrap();
+        n.load(&mut p, &saved).unwrap();
         assert_eq!(n.save(), saved);
-        assert!(n.load(&saved[..saved.len() - 8]).is_err() || saved.len() < 8);
+        let mut bad = machine(&QEMU_XEN);
+        assert!(bad.load(&mut p, &saved[..saved.len() - 8]).is_err());
+    }
+
+    #[test]
+    fn restore_redrives_interrupt_lines() {
+        // COM1 with OUT2 and the THR-empty interrupt enabled holds IRQ 4 high; a machine
+        // restored from its state on another host must raise the line again.
+        let mut m = machine(&QEMU_XEN);
+        let mut p = MockPlatform::new();
+        m.pio_write(&mut p, 0x3fc, Width::B1, 0x08); // MCR: OUT2
+        m.pio_write(&mut p, 0x3f9, Width::B1, 0x02); // IER: THRE
+        assert!(p.irq(4));
+        let saved = m.save();
+        let mut q = MockPlatform::new();
+        let mut n = machine(&QEMU_XEN);
+        n.load(&mut q, &saved).unwrap();
+        assert!(q.irq(4), "restored UART did not re-raise its line");
     }
 }

@@ -55,7 +55,9 @@ pub const RCR_SYS_RST: u8 = 1 << 1;
 pub const RCR_RST_CPU: u8 = 1 << 2;
 pub const PORT92_FAST_RESET: u8 = 1 << 0;
 pub const PORT92_A20: u8 = 1 << 1;
-const PORT92_RESET: u8 = PORT92_A20;
+/// Port A resets with A20 clear: the gate is the OR of this bit and the i8042's, whose
+/// output port starts with A20 enabled.
+const PORT92_RESET: u8 = 0;
 
 /// Number of PIRQ links (A..D).
 pub const PIRQ_LINKS: usize = 4;
@@ -458,7 +460,10 @@ mod tests {
             assert_eq!(c.u8(0xa8), 0x0f);
             assert_eq!(d.pirq_routes(), [None; 4]);
             assert_eq!(d.elcr(), 0);
-            assert!(d.a20());
+            assert!(
+                !d.a20(),
+                "port A resets with A20 clear; the i8042 gate holds it open"
+            );
         }
         let t = Piix3::new(&QEMU_XEN_TRADITIONAL.isa_bridge);
         assert_eq!(t.config().u32(SUBSYSTEM_VENDOR_ID), 0);
@@ -573,8 +578,7 @@ mod tests {
     #[test]
     fn port_92_a20_and_fast_reset() {
         let (mut d, mut p) = dev();
-        assert_eq!(d.pio_read(&mut p, 0x92, Width::B1), 0x02);
-        d.pio_write(&mut p, 0x92, Width::B1, 0x00);
+        assert_eq!(d.pio_read(&mut p, 0x92, Width::B1), 0x00);
         assert!(!d.a20());
         d.pio_write(&mut p, 0x92, Width::B1, 0x02);
         assert!(d.a20());
