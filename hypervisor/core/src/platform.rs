@@ -9,7 +9,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -97,6 +97,9 @@ pub struct PlatformState<'a> {
     stop: AtomicBool,
     outcome: Mutex<Option<Result<DomainExit, Error>>>,
     kicks: OnceLock<Vec<Arc<dyn Kick>>>,
+    /// Host warnings printed about guest S3 requests (at most one: the guest can repeat
+    /// the request as often as it likes, from the exit path with the machine locked).
+    suspend_warnings: AtomicU32,
 }
 
 impl<'a> PlatformState<'a> {
@@ -121,6 +124,7 @@ impl<'a> PlatformState<'a> {
             stop: AtomicBool::new(false),
             outcome: Mutex::new(None),
             kicks: OnceLock::new(),
+            suspend_warnings: AtomicU32::new(0),
         }
     }
 
@@ -226,8 +230,18 @@ impl Platform for ProcessPlatform<'_, '_> {
             PowerRequest::Reset => self.s.finish(Ok(DomainExit::Reset)),
             PowerRequest::Suspend => {
                 // No S3 in process mode yet: the guest sees the write complete and carries
-                // on, which Linux reports as a failed suspend.
-                eprintln!("chassis: guest requested ACPI S3 suspend; not supported, ignored");
+                // on, which Linux reports as a failed suspend. Warn once: a guest looping
+                // on PM1a_CNT must not flood (or, on a full pipe, block) host stderr.
+                if self
+                    .s
+                    .suspend_warnings
+                    .compare_exchange(0, 1, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    eprintln!(
+                        "chassis: guest requested ACPI S3 suspend; not supported, ignored (further requests are not reported)"
+                    );
+                }
             }
         }
     }
@@ -272,5 +286,40 @@ pub(crate) mod tests {
         p.power(PowerRequest::PowerOff);
         assert!(st.stopping());
         assert_eq!(st.take_outcome().unwrap().unwrap(), DomainExit::Reset);
+    }
+
+    /// A guest that writes SLP_TYP=S3|SLP_EN to PM1a_CNT in a loop gets one host warning,
+    /// not one per write, and keeps running.
+    #[test]
+    fn repeated_guest_s3_requests_warn_once() {
+        use chassis_devices::io::Width;
+        use chassis_devices::machine::{Machine, MachineConfig};
+        use chassis_devices::piix4_pm::{CNT_SLP_EN, CNT_SLP_TYP_SHIFT, SLP_TYP_S3};
+        use chassis_devices::profile::QEMU_XEN;
+
+        let mem = GuestMemory::new(Layout::from_mib(16).unwrap()).unwrap();
+        let st = PlatformState::new(&mem, &tests::NoIrq, CharOut::Null, CharOut::Null);
+        let mut p = st.handle();
+        let mut m = Machine::new(&MachineConfig {
+            profile: &QEMU_XEN,
+            ram_below_4g: 16 << 20,
+            ram_above_4g: 0,
+            vcpus: 1,
+            serial_ports: 1,
+        });
+        // hvmloader: PMBA = 0xb000, PMREGMISC.PMIOSE = 1 on the PM function.
+        let cfg = |m: &mut Machine, p: &mut ProcessPlatform, off: u32, w: Width, v: u32| {
+            let devfn = QEMU_XEN.pm_devfn as u32;
+            m.pio_write(p, 0xcf8, Width::B4, 0x8000_0000 | devfn << 8 | (off & 0xfc));
+            m.pio_write(p, 0xcfc + (off & 3) as u16, w, v);
+        };
+        cfg(&mut m, &mut p, 0x40, Width::B4, 0xb001);
+        cfg(&mut m, &mut p, 0x80, Width::B1, 1);
+        let s3 = (SLP_TYP_S3 << CNT_SLP_TYP_SHIFT | CNT_SLP_EN) as u32;
+        for _ in 0..1000 {
+            m.pio_write(&mut p, 0xb004, Width::B2, s3);
+        }
+        assert_eq!(st.suspend_warnings.load(Ordering::Relaxed), 1);
+        assert!(!st.stopping());
     }
 }
