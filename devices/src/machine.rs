@@ -16,7 +16,7 @@ use crate::io::{Mmio, PortIo, Width};
 use crate::mc146818::Mc146818;
 use crate::pci::{BarKind, ConfigAddress, PciFunction};
 use crate::piix3::Piix3;
-use crate::piix4_pm::Piix4Pm;
+use crate::piix4_pm::{PM_BLOCK_LEN, Piix4Pm};
 use crate::platform::{Platform, TimerId};
 use crate::profile::Profile;
 use crate::snapshot::{LoadError, NAME_LEN, Snapshot, load_record, save_record, split_record};
@@ -110,15 +110,8 @@ impl Machine {
 
     /// The port-I/O device that decodes `port`, if any.
     fn port_device(&mut self, port: u16) -> Option<&mut dyn PortIo> {
-        let pm_base = self.pm.pm_io_base();
-        let (gpe_base, gpe_len) = self.pm.gpe0_block();
-        let smi = self.pm.smi_cmd_port();
-        let platform_io = self
-            .xen_platform
-            .config()
-            .decoded_bars()
-            .find(|(_, b)| b.kind == BarKind::Io)
-            .map(|(_, b)| b);
+        // Fixed ports first, before any config-space lookup: 0x80 (Linux's I/O delay)
+        // and the other legacy ports are the hottest exits.
         match port {
             0x60 | 0x64 => return Some(&mut self.kbd),
             0x70 | 0x71 => return Some(&mut self.rtc),
@@ -127,14 +120,22 @@ impl Machine {
             0x10..=0x1f => return Some(&mut self.xen_platform),
             _ => {}
         }
-        if let Some(base) = pm_base {
-            if port.wrapping_sub(base) < 0x40 {
+        let (gpe_base, gpe_len) = self.pm.gpe0_block();
+        let smi = self.pm.smi_cmd_port();
+        if let Some(base) = self.pm.pm_io_base() {
+            if port.wrapping_sub(base) < PM_BLOCK_LEN {
                 return Some(&mut self.pm);
             }
         }
         if port.wrapping_sub(gpe_base) < gpe_len || port == smi || port == smi.wrapping_add(1) {
             return Some(&mut self.pm);
         }
+        let platform_io = self
+            .xen_platform
+            .config()
+            .decoded_bars()
+            .find(|(_, b)| b.kind == BarKind::Io)
+            .map(|(_, b)| b);
         if let Some(b) = platform_io {
             if (port as u64).wrapping_sub(b.base) < b.size {
                 return Some(&mut self.xen_platform);
