@@ -25,8 +25,9 @@
 //!   sequence and hvmloader's FADT reset value 6 reset the machine.
 //! * **System control port A** 0x92: bit 1 = fast A20 gate ([`Piix3::a20`]); writing bit
 //!   0 as 1 requests a fast reset (the bit reads back 0, as after the reset it causes).
-//!   Bit 1 resets to 1: a VM starts with A20 enabled and the machine ANDs this gate
-//!   with the i8042's.
+//!   Bit 1 resets to 0 (QEMU's reset value): the machine ORs this gate with the
+//!   i8042's, whose output port starts with A20 enabled, so a VM still starts with A20
+//!   on.
 //!
 //! PCI INTx aggregation for PIC-mode delivery is [`IntxRouter`], owned here so that a
 //! PIRQRC rewrite re-drives the ISA lines at once.
