@@ -19,7 +19,10 @@ use crate::piix3::Piix3;
 use crate::piix4_pm::{PM_BLOCK_LEN, Piix4Pm};
 use crate::platform::{Platform, TimerId};
 use crate::profile::Profile;
-use crate::snapshot::{LoadError, NAME_LEN, Snapshot, load_record, save_record, split_record};
+use crate::snapshot::{
+    LoadError, NAME_LEN, RecordReader, RecordWriter, Snapshot, load_record, save_record,
+    split_record,
+};
 use crate::uart16550::Uart16550;
 use crate::xen_platform::XenPlatform;
 
@@ -49,6 +52,21 @@ pub struct Machine {
     pub kbd: I8042,
     pub debug: DebugPorts,
     pub serial: Vec<Uart16550>,
+}
+
+/// The 0xcf8 address latch is guest-visible state: a guest saved between its 0xcf8 write
+/// and the 0xcfc access that follows must reach the same register after restore.
+impl Snapshot for ConfigAddress {
+    const NAME: &'static str = "pcihost";
+    const VERSION: u16 = 1;
+    // v1 body: the CONFIG_ADDRESS latch (u32); every value is one a guest can write.
+    fn save(&self, w: &mut RecordWriter) {
+        w.u32(self.0);
+    }
+    fn load(&mut self, _v: u16, r: &mut RecordReader<'_>) -> Result<(), LoadError> {
+        self.0 = r.u32()?;
+        Ok(())
+    }
 }
 
 /// A PCI function slot on bus 0.
@@ -254,6 +272,7 @@ impl Machine {
     /// The state of every device as a sequence of framed records.
     pub fn save(&self) -> Vec<u8> {
         let mut out = Vec::new();
+        out.extend(save_record(&self.config_address, 0));
         out.extend(save_record(&self.host_bridge, 0));
         out.extend(save_record(&self.isa_bridge, 0));
         out.extend(save_record(&self.pm, 0));
@@ -291,7 +310,9 @@ impl Machine {
                 b[..n.len()].copy_from_slice(n.as_bytes());
                 b == h.name
             };
-            data = if is(I440Fx::NAME) {
+            data = if is(ConfigAddress::NAME) {
+                load_record(&mut self.config_address, data)?
+            } else if is(I440Fx::NAME) {
                 load_record(&mut self.host_bridge, data)?
             } else if is(Piix3::NAME) {
                 load_record(&mut self.isa_bridge, data)?
@@ -405,6 +426,20 @@ mod tests {
         assert_eq!(n.save(), saved);
         let mut bad = machine(&QEMU_XEN);
         assert!(bad.load(&mut p, &saved[..saved.len() - 8]).is_err());
+    }
+
+    #[test]
+    fn restore_keeps_the_config_address_latch() {
+        // Found by the machine_io fuzz target: a guest saved between its 0xcf8 write and
+        // the 0xcfc read read 0xffffffff (latch 0) after restore instead of the ID.
+        let mut m = machine(&QEMU_XEN);
+        let mut p = MockPlatform::new();
+        m.pio_write(&mut p, 0xcf8, Width::B4, 0x8000_0000);
+        let saved = m.save();
+        let mut n = machine(&QEMU_XEN);
+        n.load(&mut p, &saved).unwrap();
+        assert_eq!(n.pio_read(&mut p, 0xcf8, Width::B4), 0x8000_0000);
+        assert_eq!(n.pio_read(&mut p, 0xcfc, Width::B4), 0x1237_8086);
     }
 
     #[test]
