@@ -5,6 +5,7 @@
 #   make setup   host packages, rustup target, Debian artifacts, test initramfs (scripts/setup.sh)
 #   make build   host crates, guest firmware, no_std check of the shared crates
 #   make bench   benchmarks (none yet: they arrive with issue [2])
+#   make fuzz    run every cargo-fuzz target for FUZZ_SECONDS each (not part of make test)
 #   make clean   cargo clean (keeps cache/; `make distclean` drops it too)
 #
 # Anything that runs a guest uses release builds (target/release/chassis).
@@ -14,8 +15,9 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BARE := x86_64-unknown-none
 DEMO_CFG ?= examples/diag.cfg
+FUZZ_SECONDS ?= 60
 
-.PHONY: all setup build build-firmware build-host build-nostd test demo bench clean distclean
+.PHONY: all setup build build-firmware build-host build-nostd test demo bench fuzz clean distclean
 
 all: build
 
@@ -52,6 +54,22 @@ demo: build
 
 bench:
 	@echo "make bench: no benchmarks yet - they arrive with issue [2] (emu backend vs QEMU TCG)."
+
+# Coverage-guided fuzzing with cargo-fuzz (libFuzzer). The fuzz packages are outside the
+# workspace; cargo-fuzz needs nightly -Z flags, which RUSTC_BOOTSTRAP=1 allows on stable.
+# Corpora and crash artifacts stay in <pkg>/fuzz/{corpus,artifacts} (git-ignored).
+FUZZ_TARGETS := devices/fuzz:machine_io devices/fuzz:state_load toolstack/fuzz:xl_cfg
+
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
+	@for t in $(FUZZ_TARGETS); do \
+	  dir=$${t%%:*}; name=$${t#*:}; \
+	  echo "make fuzz: $$name ($$dir) for $(FUZZ_SECONDS) s"; \
+	  mkdir -p $$dir/corpus/$$name; \
+	  (cd $$dir && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$name -- \
+	    -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1) || exit 1; \
+	done
+	@echo "make fuzz: no crashes"
 
 clean:
 	$(CARGO) clean

@@ -28,7 +28,7 @@ pub mod xen_platform;
 
 pub mod machine;
 
-#[cfg(test)]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use io::{Mmio, PortIo, Width};

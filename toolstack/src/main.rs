@@ -7,16 +7,13 @@
 //! Exit status: 0 when the guest powered off (ACPI S5, `on_poweroff = "destroy"`), 1 on
 //! any error (usage, config, images, KVM), 2 when the guest crashed or reset.
 
-mod config;
-mod domain_config;
-
 use std::ffi::OsString;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use config::Config;
-use domain_config::{Diagnostics, Options};
+use chassis::config::Config;
+use chassis::domain_config::{self, Diagnostics, Options};
 use hypervisor_core::DomainExit;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
