@@ -240,10 +240,7 @@ const XL_KEYS: &[(&str, Policy)] = &[
         Policy::Refuse("extra SMBIOS tables cannot be loaded yet"),
     ),
     ("bios", Policy::Custom(bios)),
-    (
-        "bios_path_override",
-        Policy::Refuse("chassis boots its own firmware (set CHASSIS_FIRMWARE to change it)"),
-    ),
+    ("bios_path_override", Policy::Custom(bios_path_override)),
     ("vendor_device", Policy::Custom(vendor_device)),
     // Graphics, input, sound, USB.
     ("vga", Policy::Ignore),
@@ -368,6 +365,36 @@ fn bios(s: &Setting) -> Outcome {
         other => Outcome::Error(type_msg("bios", "a string", other)),
     }
 }
+
+fn bios_path_override(s: &Setting) -> Outcome {
+    match &s.value.value {
+        Value::Str(v) if !v.is_empty() => Outcome::Accept,
+        Value::Str(_) => Outcome::Error("'bios_path_override' must not be empty".into()),
+        other => Outcome::Error(type_msg("bios_path_override", "a string", other)),
+    }
+}
+
+/// Where Debian's SeaBIOS is unpacked by `make setup`, relative to the repository.
+pub const SEABIOS_FROM_REPO: &str = "cache/x/seabios/usr/share/seabios/bios-256k.bin";
+
+/// The SeaBIOS image when neither `bios_path_override` nor `CHASSIS_SEABIOS` names one:
+/// in the repository's `cache/`, found the way `chassis` finds the guest firmware (the
+/// executable is `<repo>/target/<profile>/chassis`).
+pub fn default_seabios() -> PathBuf {
+    if let Some(p) = std::env::var_os("CHASSIS_SEABIOS").filter(|v| !v.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let repo = exe
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("."));
+    repo.join(SEABIOS_FROM_REPO)
+}
+
+/// What [`FileRef::what`] says for the SeaBIOS image (preflight adds a hint).
+const SEABIOS_WHAT: &str = "SeaBIOS image";
 
 fn vendor_device(s: &Setting) -> Outcome {
     match &s.value.value {
@@ -535,6 +562,7 @@ impl<'a> Builder<'a> {
         let mut inputs = Vec::new();
         let mut outputs = Vec::new();
         let (kernel, ramdisk, cmdline) = self.boot(&mut inputs);
+        let bios = self.seabios(kernel.is_some(), &mut inputs);
         let serial = self.serial(&mut outputs);
         let debugcon = self.debugcon(&mut outputs);
         self.other_keys();
@@ -552,6 +580,7 @@ impl<'a> Builder<'a> {
                 firmware: self.opts.firmware.clone(),
                 kernel,
                 ramdisk,
+                bios,
                 cmdline,
                 serial,
                 debugcon,
@@ -837,6 +866,47 @@ impl<'a> Builder<'a> {
         (kernel, ramdisk, line)
     }
 
+    /// `bios = "seabios"` without `kernel`: the SeaBIOS image to hand over to, from
+    /// `bios_path_override`, else `$CHASSIS_SEABIOS`, else the repository's `cache/`.
+    /// Without `bios` (or with a kernel) the firmware does not hand over to a BIOS.
+    fn seabios(&mut self, has_kernel: bool, inputs: &mut Vec<FileRef>) -> Option<PathBuf> {
+        let over = self.get("bios_path_override");
+        let bios = self.get("bios");
+        let is_seabios =
+            bios.is_some_and(|s| matches!(&s.value.value, Value::Str(v) if v == "seabios"));
+        if !is_seabios {
+            if let Some(s) = over {
+                self.warn_at(
+                    &s.at,
+                    "'bios_path_override' is ignored without bios = \"seabios\"",
+                );
+            }
+            return None;
+        }
+        if has_kernel {
+            if let Some(s) = over {
+                self.warn_at(
+                    &s.at,
+                    "'bios_path_override' is ignored: 'kernel' boots Linux directly",
+                );
+            }
+            return None;
+        }
+        let (path, at) = match over {
+            Some(s) => match &s.value.value {
+                Value::Str(v) if !v.is_empty() => (self.path(&s.value.at, v), s.value.at.clone()),
+                _ => return None, // reported by other_keys
+            },
+            None => (default_seabios(), bios?.value.at.clone()),
+        };
+        inputs.push(FileRef {
+            what: SEABIOS_WHAT,
+            path: path.clone(),
+            at: Some(at),
+        });
+        Some(path)
+    }
+
     /// A character-stream spelling: `stdio`, `null`/`none`, `file:PATH`, and `pty`/`vc`
     /// (standard output, with a warning).
     fn char_target(
@@ -1033,11 +1103,17 @@ pub fn preflight(c: &Checked) -> Vec<Diag> {
     let mut out = Vec::new();
     for f in &c.inputs {
         let r = fs::File::open(&f.path).and_then(|h| h.metadata());
-        let why = match r {
+        let mut why = match r {
             Ok(m) if m.is_file() => continue,
             Ok(_) => "not a regular file".to_string(),
             Err(e) => e.to_string(),
         };
+        if f.what == SEABIOS_WHAT {
+            why.push_str(
+                " (run `make setup` to fetch Debian's SeaBIOS, or set CHASSIS_SEABIOS or \
+                 bios_path_override)",
+            );
+        }
         out.push(Diag::at(
             f.at.as_ref(),
             false,
@@ -1140,6 +1216,10 @@ pub fn render(d: &DomainConfig) -> String {
     }
     if !d.cmdline.is_empty() {
         line("cmdline", quote(&d.cmdline));
+    }
+    if let Some(b) = &d.bios {
+        line("bios", quote("seabios"));
+        line("bios_path_override", quote(&b.to_string_lossy()));
     }
     line("serial", quote(&char_target_text(&d.serial)));
     line("debugcon", quote(&char_target_text(&d.debugcon)));
@@ -1627,6 +1707,7 @@ mod tests {
                 .contains("bios = \"ovmf\" (UEFI) is not supported yet")
         );
         assert!(ok(&with("bios = 'seabios'")).1.is_empty());
+        assert!(one_error(&with("bios_path_override = 3")).contains("must be a string"));
         assert_eq!(ok(&with("bios = 'rombios'")).1.len(), 1);
         assert!(one_error(&with("vendor_device = 'xenserver'")).contains("is not supported"));
         assert!(ok(&with("vendor_device = 'none'")).1.is_empty());
@@ -1727,6 +1808,42 @@ mod tests {
         let e = preflight(&c.unwrap());
         assert!(e[0].msg.ends_with("': not a regular file"), "{e:?}");
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn seabios_selection() {
+        // Without `bios`: the diagnostic boot, whatever else is set.
+        let (d, w) = ok(&with("bios_path_override = '/b.bin'"));
+        assert_eq!(d.bios, None);
+        assert!(w[0].contains("ignored without bios"), "{w:?}");
+        // bios = "seabios": the override (relative to the config), else the default.
+        let (d, w) = ok(&with(
+            "bios = 'seabios'\nbios_path_override = 'sb/bios.bin'",
+        ));
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(d.bios, Some(PathBuf::from("/cfgdir/sb/bios.bin")));
+        let (c, _) = check(&with("bios = 'seabios'"));
+        let c = c.unwrap();
+        assert_eq!(c.domain.bios, Some(default_seabios()));
+        assert!(c.inputs.iter().any(|f| f.what == SEABIOS_WHAT));
+        // A kernel boots directly.
+        let (d, _) = ok(&with("bios = 'seabios'\nkernel = '/k'"));
+        assert_eq!(d.bios, None);
+        // A missing image: preflight says how to get one.
+        let (c, _) = check(&with(
+            "bios = 'seabios'\nbios_path_override = '/nonexistent/b'",
+        ));
+        let e = preflight(&c.unwrap());
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].msg
+                .contains("cannot read SeaBIOS image '/nonexistent/b'")
+        );
+        assert!(e[0].msg.contains("make setup"), "{e:?}");
+        // render keeps the choice.
+        let (d, _) = ok(&with("bios = 'seabios'\nbios_path_override = '/b.bin'"));
+        let text = render(&d);
+        assert!(text.contains("bios = \"seabios\"\nbios_path_override = \"/b.bin\"\n"));
     }
 
     #[test]

@@ -56,6 +56,11 @@ pub fn run(cfg: &DomainConfig) -> Result<(DomainExit, RunStats), Error> {
     if cfg.ramdisk.is_some() && cfg.kernel.is_none() {
         return Err(Error::Config("a ramdisk needs a kernel".into()));
     }
+    if cfg.bios.is_some() && cfg.kernel.is_some() {
+        return Err(Error::Config(
+            "a SeaBIOS boot and a direct kernel boot exclude each other".into(),
+        ));
+    }
 
     // Images first: a bad path or ELF is reported before anything is allocated.
     let fw_bytes = read_file("firmware", &cfg.firmware)?;
@@ -71,11 +76,15 @@ pub fn run(cfg: &DomainConfig) -> Result<(DomainExit, RunStats), Error> {
     if let Some(r) = &cfg.ramdisk {
         modules.push(("ramdisk", r, read_file("ramdisk", r)?));
     }
+    // SeaBIOS is the one module of its boot; the firmware copies it below 1 MiB.
+    if let Some(b) = &cfg.bios {
+        modules.push(("SeaBIOS image", b, read_file("SeaBIOS image", b)?));
+    }
     let sizes: Vec<u64> = modules.iter().map(|m| m.2.len() as u64).collect();
     let placed = loader::place_modules(layout.low_end, &sizes).map_err(|why| {
         let (what, path) = match why.contains("ramdisk") {
             true => ("ramdisk", modules[1].1),
-            false => ("kernel", modules[0].1),
+            false => (modules[0].0, modules[0].1),
         };
         Error::BadImage {
             what,
@@ -104,10 +113,15 @@ pub fn run(cfg: &DomainConfig) -> Result<(DomainExit, RunStats), Error> {
         })?;
     }
     drop(modules);
-    loader::write_start_info(&mem, &layout, &placed, &cfg.cmdline).map_err(Error::Config)?;
+    let names: &[&[u8]] = match cfg.bios {
+        Some(_) => &[loader::FIRMWARE_MODULE_NAME],
+        None => &loader::MODULE_NAMES,
+    };
+    loader::write_start_info_named(&mem, &layout, &placed, names, &cfg.cmdline)
+        .map_err(Error::Config)?;
 
     let vm = KvmVm::new(&mem, cfg.vcpus)?;
-    let mut vcpus: Vec<Box<dyn Vcpu>> = Vec::with_capacity(cfg.vcpus as usize);
+    let mut vcpus: Vec<Box<dyn Vcpu + '_>> = Vec::with_capacity(cfg.vcpus as usize);
     for id in 0..cfg.vcpus {
         let boot = (id == 0).then_some(BootState {
             entry: fw.entry,

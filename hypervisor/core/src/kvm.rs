@@ -16,14 +16,18 @@ use std::sync::{Arc, Mutex, Once};
 
 use hypervisor_abi::pvh::{KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR};
 use kvm_bindings::{
-    CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config, kvm_run, kvm_segment,
+    CpuId, KVM_MAX_CPUID_ENTRIES, KVM_MSR_EXIT_REASON_FILTER, KVM_PIT_SPEAKER_DUMMY,
+    kvm_cpuid_entry2, kvm_enable_cap, kvm_pit_config, kvm_run, kvm_segment,
     kvm_userspace_memory_region,
 };
-use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use kvm_ioctls::{
+    Cap, Kvm, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, VcpuExit, VcpuFd, VmFd,
+};
 
 use crate::Error;
 use crate::backend::{Exit, IrqLines, Kick, Vcpu};
 use crate::memory::GuestMemory;
+use crate::xen_hypercall::{self as xen, HypercallRegs};
 
 fn errno_to_io(e: kvm_ioctls::Error) -> io::Error {
     io::Error::from_raw_os_error(e.errno())
@@ -52,7 +56,7 @@ pub struct KvmVm<'m> {
     cpuid: CpuId,
     run_size: usize,
     vcpus: u32,
-    _mem: &'m GuestMemory,
+    mem: &'m GuestMemory,
 }
 
 /// Open /dev/kvm, mapping failure to `BackendUnavailable` with the errno text.
@@ -113,9 +117,11 @@ impl<'m> KvmVm<'m> {
             unsafe { vm.set_user_memory_region(region) }
                 .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
         }
-        let cpuid = kvm
+        let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+        let cpuid = with_xen_leaves(&supported)?;
+        trap_hypercall_msr(&vm)?;
         install_kick_handler();
         Ok(KvmVm {
             _kvm: kvm,
@@ -123,13 +129,13 @@ impl<'m> KvmVm<'m> {
             cpuid,
             run_size,
             vcpus,
-            _mem: mem,
+            mem,
         })
     }
 
     /// Create vCPU `id`; `boot` = the PVH entry state (vCPU 0), `None` = an AP that
     /// waits for INIT/SIPI.
-    pub fn create_vcpu(&self, id: u32, boot: Option<BootState>) -> Result<KvmVcpu, Error> {
+    pub fn create_vcpu(&self, id: u32, boot: Option<BootState>) -> Result<KvmVcpu<'m>, Error> {
         let fd = self
             .vm
             .create_vcpu(id as u64)
@@ -159,6 +165,7 @@ impl<'m> KvmVm<'m> {
             id,
             run_size: self.run_size,
             kick,
+            mem: self.mem,
         })
     }
 }
@@ -169,6 +176,64 @@ impl IrqLines for KvmVm<'_> {
             .set_irq_line(gsi, level)
             .map_err(kvm_err("KVM_IRQ_LINE"))
     }
+}
+
+/// The host-supported CPUID with every hypervisor leaf (KVM's own 0x40000000/1) replaced
+/// by the Xen leaves and KVM's moved to 0x40000100 (xen_hypercall.rs).
+fn with_xen_leaves(supported: &CpuId) -> Result<CpuId, Error> {
+    let kvm_features = supported
+        .as_slice()
+        .iter()
+        .find(|e| e.function == 0x4000_0001)
+        .map(|e| [e.eax, e.ebx, e.ecx, e.edx]);
+    let mut entries: Vec<kvm_cpuid_entry2> = supported
+        .as_slice()
+        .iter()
+        .filter(|e| !xen::is_hypervisor_leaf(e.function))
+        .copied()
+        .collect();
+    entries.extend(
+        xen::cpuid_leaves(kvm_features)
+            .into_iter()
+            .map(|l| kvm_cpuid_entry2 {
+                function: l.function,
+                eax: l.eax,
+                ebx: l.ebx,
+                ecx: l.ecx,
+                edx: l.edx,
+                ..Default::default()
+            }),
+    );
+    CpuId::from_entries(&entries).map_err(|_| Error::Kvm {
+        op: "building the CPUID table",
+        err: io::Error::from_raw_os_error(libc::E2BIG),
+    })
+}
+
+/// Make guest writes of the hypercall-page MSR exit to user space: user-space MSR exits
+/// for filtered MSRs, and a filter that allows everything but writes of that MSR.
+/// Without the capability the guest's WRMSR faults (#GP), which only SeaBIOS's Xen path
+/// notices.
+fn trap_hypercall_msr(vm: &VmFd) -> Result<(), Error> {
+    if !vm.check_extension(Cap::X86UserSpaceMsr) {
+        return Ok(());
+    }
+    let cap = kvm_enable_cap {
+        cap: Cap::X86UserSpaceMsr as u32,
+        args: [KVM_MSR_EXIT_REASON_FILTER as u64, 0, 0, 0],
+        ..Default::default()
+    };
+    vm.enable_cap(&cap)
+        .map_err(kvm_err("KVM_ENABLE_CAP(X86_USER_SPACE_MSR)"))?;
+    let deny = [0u8; 1];
+    let range = MsrFilterRange {
+        flags: MsrFilterRangeFlags::WRITE,
+        base: xen::HYPERCALL_MSR,
+        msr_count: 1,
+        bitmap: &deny,
+    };
+    vm.set_msr_filter(MsrFilterDefaultAction::ALLOW, &[range])
+        .map_err(kvm_err("KVM_X86_SET_MSR_FILTER"))
 }
 
 /// PVH entry: 32-bit flat protected mode, paging off, interrupts off.
@@ -319,27 +384,66 @@ impl Kick for KvmKick {
 }
 
 /// A KVM vCPU.
-pub struct KvmVcpu {
+pub struct KvmVcpu<'m> {
     fd: VcpuFd,
     id: u32,
     run_size: usize,
     kick: Arc<KvmKick>,
+    /// For the Xen hypercall page and hypercall buffers.
+    mem: &'m GuestMemory,
 }
 
 enum Raw {
     Io,
     Mmio,
+    /// Handled here (hypercall-page MSR): run again, leaving `immediate_exit` alone.
+    Handled,
+    /// A Xen hypercall (OUT to `xen::HYPERCALL_PORT`).
+    Hypercall,
     Exit(Exit<'static>),
 }
 
-impl Vcpu for KvmVcpu {
+impl KvmVcpu<'_> {
+    /// The hypercall stub's OUT: registers in, result in RAX. KVM completes the OUT (and
+    /// advances RIP) on the next KVM_RUN.
+    fn xen_hypercall(&mut self) -> Result<(), Error> {
+        let mut regs = self.fd.get_regs().map_err(kvm_err("KVM_GET_REGS"))?;
+        let sregs = self.fd.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+        let mut r = HypercallRegs {
+            rax: regs.rax,
+            rbx: regs.rbx,
+            rcx: regs.rcx,
+            rdx: regs.rdx,
+            rsi: regs.rsi,
+            rdi: regs.rdi,
+            long_mode: sregs.cs.l != 0 && sregs.efer & (1 << 10) != 0,
+            paging: sregs.cr0 & (1 << 31) != 0,
+        };
+        xen::hypercall(&mut r, self.mem);
+        regs.rax = r.rax;
+        self.fd.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))
+    }
+}
+
+impl Vcpu for KvmVcpu<'_> {
     fn id(&self) -> u32 {
         self.id
     }
 
     fn run(&mut self) -> Result<Exit<'_>, Error> {
         let raw = match self.fd.run() {
+            Ok(VcpuExit::IoOut(xen::HYPERCALL_PORT, d)) if d.len() == 4 => Raw::Hypercall,
             Ok(VcpuExit::IoIn(..)) | Ok(VcpuExit::IoOut(..)) => Raw::Io,
+            Ok(VcpuExit::X86Wrmsr(w)) => {
+                let ok =
+                    w.index == xen::HYPERCALL_MSR && xen::write_hypercall_msr(self.mem, w.data);
+                *w.error = u8::from(!ok);
+                Raw::Handled
+            }
+            Ok(VcpuExit::X86Rdmsr(r)) => {
+                *r.error = 1;
+                Raw::Handled
+            }
             Ok(VcpuExit::MmioRead(..)) | Ok(VcpuExit::MmioWrite(..)) => Raw::Mmio,
             Ok(VcpuExit::Intr) => Raw::Exit(Exit::Interrupted),
             Ok(VcpuExit::Shutdown) => Raw::Exit(Exit::Shutdown),
@@ -354,6 +458,14 @@ impl Vcpu for KvmVcpu {
             }
             Err(e) => return Err(kvm_err("KVM_RUN")(e)),
         };
+        match raw {
+            Raw::Handled => return Ok(Exit::Interrupted),
+            Raw::Hypercall => {
+                self.xen_hypercall()?;
+                return Ok(Exit::Interrupted);
+            }
+            _ => {}
+        }
         let run_size = self.run_size;
         let run = self.fd.get_kvm_run();
         match raw {
@@ -368,6 +480,7 @@ impl Vcpu for KvmVcpu {
                 Ok(Exit::InternalError { suberror })
             }
             Raw::Exit(e) => Ok(e),
+            Raw::Handled | Raw::Hypercall => Ok(Exit::Interrupted),
             Raw::Io => {
                 // SAFETY: exit_reason is KVM_EXIT_IO, so `io` is the active union member.
                 let io = unsafe { run.__bindgen_anon_1.io };

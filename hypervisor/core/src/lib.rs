@@ -14,6 +14,7 @@ pub mod kvm;
 pub mod loader;
 pub mod memory;
 pub mod platform;
+pub mod xen_hypercall;
 
 pub use domain::RunStats;
 
@@ -51,8 +52,12 @@ pub struct DomainConfig {
     pub backend: Backend,
     /// The guest-firmware ELF image (PVH entry).
     pub firmware: PathBuf,
-    /// Linux bzImage for a direct boot; `None` = firmware diagnostic boot.
+    /// Linux bzImage for a direct boot; `None` = SeaBIOS (if `bios` is set) or the
+    /// firmware diagnostic boot.
     pub kernel: Option<PathBuf>,
+    /// SeaBIOS image (`bios-256k.bin`) the firmware hands over to, passed as the PVH
+    /// module "firmware"; only without `kernel`.
+    pub bios: Option<PathBuf>,
     pub ramdisk: Option<PathBuf>,
     /// Kernel command line (`extra`).
     pub cmdline: String,

@@ -24,6 +24,9 @@ use crate::memory::{GuestMemory, Layout};
 pub const MODULE_NAME_ADDR: [u64; 2] = [START_INFO_ADDR + 0x80, START_INFO_ADDR + 0x90];
 /// The names, NUL-terminated, in module order.
 pub const MODULE_NAMES: [&[u8]; 2] = [b"kernel\0", b"ramdisk\0"];
+/// The name of the SeaBIOS module (the only module of a SeaBIOS boot, so it takes the
+/// first name slot).
+pub const FIRMWARE_MODULE_NAME: &[u8] = b"firmware\0";
 
 const PAGE: u64 = 4096;
 
@@ -243,6 +246,21 @@ pub fn write_start_info(
     modules: &[Placement],
     cmdline: &str,
 ) -> Result<(), String> {
+    write_start_info_named(mem, layout, modules, &MODULE_NAMES, cmdline)
+}
+
+/// [`write_start_info`] with explicit NUL-terminated module names (at most 16 bytes each,
+/// one per module).
+pub fn write_start_info_named(
+    mem: &GuestMemory,
+    layout: &Layout,
+    modules: &[Placement],
+    names: &[&[u8]],
+    cmdline: &str,
+) -> Result<(), String> {
+    if names.len() < modules.len() || names.iter().any(|n| n.len() > 16) {
+        return Err("module names: one per module, at most 16 bytes each".into());
+    }
     if cmdline.len() + 1 > CMDLINE_MAX {
         return Err(format!(
             "the kernel command line is {} bytes; at most {} fit",
@@ -279,7 +297,7 @@ pub fn write_start_info(
     }
 
     for (i, m) in modules.iter().enumerate() {
-        w(MODULE_NAME_ADDR[i], MODULE_NAMES[i])?;
+        w(MODULE_NAME_ADDR[i], names[i])?;
         let e = HvmModlistEntry {
             paddr: m.paddr,
             size: m.size,

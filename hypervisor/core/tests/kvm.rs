@@ -88,6 +88,7 @@ fn config(tmp: &Tmp, payload: &[u8], vcpus: u32) -> DomainConfig {
         firmware: fw,
         kernel: None,
         ramdisk: None,
+        bios: None,
         cmdline: String::new(),
         serial: CharTarget::File(tmp.0.join("com1.log")),
         debugcon: CharTarget::Null,
@@ -171,6 +172,65 @@ fn string_io() -> Vec<u8> {
     p.extend_from_slice(&0x8000_0800u32.to_le_bytes());
     p.extend_from_slice(&0x8000_0000u32.to_le_bytes());
     p
+}
+
+/// The Xen interface SeaBIOS uses: CPUID 0x40000000 = max leaf 0x40000002 and "XenV...",
+/// 0x40000100 = "KVMK..." (KVM's leaves moved up), 0x40000002 EBX = the hypercall MSR;
+/// WRMSR of the page address 0x200000 fills the hypercall page; stub 17 (`xen_version`,
+/// at page + 17 * 32) with EBX = 1 (extraversion) writes "-chassis" to ECX = 0x300000 and
+/// returns 0, EBX = 0 returns 0x00040011 (4.17), EBX = 99 returns -ENOSYS. Success resets
+/// through 0xcf9; any mismatch runs into ud2 (a crash). Assembled with `as --32`.
+const XEN_HYPERCALLS: &[u8] = &[
+    0xbc, 0x00, 0x00, 0x18, 0x00, //        mov $0x180000,%esp
+    0xb8, 0x00, 0x00, 0x00, 0x40, //        mov $0x40000000,%eax
+    0x0f, 0xa2, //                          cpuid
+    0x3d, 0x02, 0x00, 0x00, 0x40, //        cmp $0x40000002,%eax
+    0x75, 0x72, //                          jne 85 (fail)
+    0x81, 0xfb, 0x58, 0x65, 0x6e, 0x56, //  cmp $0x566e6558,%ebx
+    0x75, 0x6a, //                          jne 85 (fail)
+    0xb8, 0x00, 0x01, 0x00, 0x40, //        mov $0x40000100,%eax
+    0x0f, 0xa2, //                          cpuid
+    0x81, 0xfb, 0x4b, 0x56, 0x4d, 0x4b, //  cmp $0x4b4d564b,%ebx
+    0x75, 0x5b, //                          jne 85 (fail)
+    0xb8, 0x02, 0x00, 0x00, 0x40, //        mov $0x40000002,%eax
+    0x0f, 0xa2, //                          cpuid
+    0x89, 0xd9, //                          mov %ebx,%ecx
+    0xb8, 0x00, 0x00, 0x20, 0x00, //        mov $0x200000,%eax
+    0x31, 0xd2, //                          xor %edx,%edx
+    0x0f, 0x30, //                          wrmsr
+    0xbb, 0x01, 0x00, 0x00, 0x00, //        mov $0x1,%ebx
+    0xb9, 0x00, 0x00, 0x30, 0x00, //        mov $0x300000,%ecx
+    0xb8, 0x20, 0x02, 0x20, 0x00, //        mov $0x200220,%eax
+    0xff, 0xd0, //                          call *%eax
+    0x85, 0xc0, //                          test %eax,%eax
+    0x75, 0x34, //                          jne 85 (fail)
+    0x81, 0x3d, 0x00, 0x00, 0x30, 0x00, 0x2d, 0x63, 0x68, 0x61,
+    // ^ cmpl $0x6168632d,0x300000
+    0x75, 0x28, //                          jne 85 (fail)
+    0x31, 0xdb, //                          xor %ebx,%ebx
+    0xb8, 0x20, 0x02, 0x20, 0x00, //        mov $0x200220,%eax
+    0xff, 0xd0, //                          call *%eax
+    0x3d, 0x11, 0x00, 0x04, 0x00, //        cmp $0x40011,%eax
+    0x75, 0x18, //                          jne 85 (fail)
+    0xbb, 0x63, 0x00, 0x00, 0x00, //        mov $0x63,%ebx
+    0xb8, 0x20, 0x02, 0x20, 0x00, //        mov $0x200220,%eax
+    0xff, 0xd0, //                          call *%eax
+    0x83, 0xf8, 0xda, //                    cmp $0xffffffda,%eax
+    0x75, 0x07, //                          jne 85 (fail)
+    0xb0, 0x06, //                          mov $0x6,%al
+    0x66, 0xba, 0xf9, 0x0c, //              mov $0xcf9,%dx
+    0xee, //                                out %al,(%dx)
+    0x0f, 0x0b, //                          ud2
+];
+
+#[test]
+fn xen_cpuid_hypercall_page_and_xen_version() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let tmp = Tmp::new("xen");
+    let cfg = config(&tmp, XEN_HYPERCALLS, 1);
+    assert_eq!(run_domain(&cfg).expect("run_domain"), DomainExit::Reset);
 }
 
 #[test]
