@@ -20,6 +20,7 @@ pub mod bzimage;
 pub mod e820;
 pub mod fmt;
 pub mod pci;
+pub mod seabios;
 
 /// Platform constants the firmware programs and describes (xen-hvm.md §2.3, §3.1).
 pub mod platform {

@@ -41,7 +41,7 @@ mod firmware {
     use chassis_firmware::e820::{self, Entry, Map};
     use chassis_firmware::fmt::Escaped;
     use chassis_firmware::pci::{self, BarKind, BarReq, FunctionLine, Placed, cfg, command};
-    use chassis_firmware::{acpi, platform as p};
+    use chassis_firmware::{acpi, platform as p, seabios};
     use hypervisor_abi::pvh::{
         FIRMWARE_BASE, FIRMWARE_END, HvmMemmapEntry, HvmModlistEntry, HvmStartInfo, MEMMAP_MAX,
         PCI_HOLE_START, PCI_IO_START, PCI_MMIO_END, START_INFO_MAGIC,
@@ -406,13 +406,11 @@ mod firmware {
         routes
     }
 
-    fn e820_overrides(acpi: Option<(u64, u64)>) -> ([Entry; 3], usize) {
+    /// Our reservations: the BIOS area from `bios_start` (0xf0000, or where SeaBIOS's
+    /// image starts) to 1 MiB, the platform MMIO below 4 GiB, the ACPI tables.
+    fn e820_overrides(acpi: Option<(u64, u64)>, bios_start: u64) -> ([Entry; 3], usize) {
         let mut e = [
-            Entry::new(
-                p::BIOS_AREA_START,
-                p::BIOS_AREA_END - p::BIOS_AREA_START,
-                e820::RESERVED,
-            ),
+            Entry::new(bios_start, p::BIOS_AREA_END - bios_start, e820::RESERVED),
             Entry::new(
                 p::HIGH_RESERVED_START,
                 p::FOUR_GIB - p::HIGH_RESERVED_START,
@@ -428,10 +426,19 @@ mod firmware {
         (e, n)
     }
 
-    /// Builds the ACPI tables and the final e820; returns (map, RSDP address).
-    fn acpi_and_e820(si: &StartInfo, vcpus: u32, routes: [u8; 4]) -> (Map, u64) {
+    /// Builds the ACPI tables and the final e820; returns (map, RSDP address). With
+    /// `bios_start` (a SeaBIOS hand-over), the BIOS image will cover the F segment, so the
+    /// RSDP stays in the ACPI area (SeaBIOS copies it into its F segment itself) and the
+    /// reserved BIOS area starts at the image.
+    fn acpi_and_e820(
+        si: &StartInfo,
+        vcpus: u32,
+        routes: [u8; 4],
+        bios_start: Option<u64>,
+    ) -> (Map, u64) {
         let memmap = &si.memmap[..si.memmap_len];
-        let (ov, n) = e820_overrides(None);
+        let reserve_from = bios_start.unwrap_or(p::BIOS_AREA_START);
+        let (ov, n) = e820_overrides(None, reserve_from);
         let map0 = Map::build(&[memmap, &ov[..n]]);
 
         let mut avoid = [(0u64, 0u64); MAX_MODULES];
@@ -451,8 +458,14 @@ mod firmware {
         // The RSDP goes where OSes scan for it; if that area is not writable RAM, a
         // copy at the end of the table area is used (and handed to Linux directly).
         let mut rsdp_addr = p::RSDP_ADDR;
-        // SAFETY: 0xf0000 is the BIOS area, reserved for us in the e820.
-        unsafe { mem::write_bytes(rsdp_addr, &t.rsdp) };
+        if bios_start.is_some() {
+            rsdp_addr = base + p::ACPI_AREA_SIZE - 64;
+            // SAFETY: inside our ACPI area, past what the tables used.
+            unsafe { mem::write_bytes(rsdp_addr, &t.rsdp) };
+        } else {
+            // SAFETY: 0xf0000 is the BIOS area, reserved for us in the e820.
+            unsafe { mem::write_bytes(rsdp_addr, &t.rsdp) };
+        }
         // SAFETY: as above.
         if unsafe { mem::slice(rsdp_addr, acpi::RSDP_LEN) } != t.rsdp {
             rsdp_addr = base + p::ACPI_AREA_SIZE - 64;
@@ -474,7 +487,7 @@ mod firmware {
             println!("ACPI {sig} {:#010x} len {}", pl.addr, pl.len);
         }
 
-        let (ov, n) = e820_overrides(Some((base, p::ACPI_AREA_SIZE)));
+        let (ov, n) = e820_overrides(Some((base, p::ACPI_AREA_SIZE)), reserve_from);
         let map = Map::build(&[memmap, &ov[..n]]);
         if map.truncated {
             println!("chassis-firmware: warning: e820 truncated");
@@ -614,6 +627,69 @@ mod firmware {
         unsafe { entry::jump_linux(load + bzimage::ENTRY_64_OFFSET, p::BOOT_PARAMS_ADDR) }
     }
 
+    /// The module named "firmware" (the SeaBIOS image), if any.
+    fn bios_module(si: &StartInfo) -> Option<HvmModlistEntry> {
+        si.modules[..si.nr_modules]
+            .iter()
+            .find(|m| c_string(m.cmdline_paddr, 64) == b"firmware")
+            .copied()
+    }
+
+    /// SeaBIOS's Xen path: info structure at 0x1000 (RSDP, e820), the image copied to end
+    /// at 1 MiB, then real mode at f000:fff0.
+    fn boot_seabios(m: &HvmModlistEntry, load: u64, map: &Map, rsdp: u64) -> ! {
+        if !mem::mapped(m.paddr, m.size) || m.paddr < FIRMWARE_END {
+            fatal!(
+                "SeaBIOS module at {:#x} size {:#x} is not RAM above the firmware",
+                m.paddr,
+                m.size
+            );
+        }
+        let Ok(rsdp32) = u32::try_from(rsdp) else {
+            fatal!("RSDP at {rsdp:#x} is above 4 GiB");
+        };
+        println!(
+            "chassis-firmware: handing over to SeaBIOS ({} bytes at {load:#x})",
+            m.size
+        );
+        // SAFETY: [0x1000, 0x2000) is low RAM nothing of ours uses (the start info is at
+        // 0x8000, the firmware above 1 MiB).
+        let e820_area = unsafe {
+            mem::slice_mut(
+                seabios::E820_ADDR,
+                (seabios::E820_LIMIT - seabios::E820_ADDR) as usize,
+            )
+        };
+        let n = seabios::e820_bytes(map.entries(), e820_area);
+        if n < map.entries().len() {
+            println!("chassis-firmware: warning: SeaBIOS gets {n} e820 entries");
+        }
+        // SAFETY: as above.
+        unsafe {
+            mem::write_bytes(seabios::TABLES_ADDR, &rsdp32.to_le_bytes());
+            mem::write_bytes(
+                seabios::INFO_ADDR,
+                &seabios::info(
+                    seabios::TABLES_ADDR as u32,
+                    1,
+                    seabios::E820_ADDR as u32,
+                    n as u32,
+                ),
+            );
+        }
+        // SAFETY: the module is RAM above the firmware (checked), the destination the
+        // BIOS area below 1 MiB, reserved in the e820; they do not overlap.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                m.paddr as usize as *const u8,
+                load as usize as *mut u8,
+                m.size as usize,
+            );
+        }
+        // SAFETY: the image is in place; 0x7000 is free on this path.
+        unsafe { entry::enter_bios_reset_vector() }
+    }
+
     #[unsafe(no_mangle)]
     extern "C" fn chassis_main(start_info: u64) -> ! {
         serial::init();
@@ -641,8 +717,21 @@ mod firmware {
         let vcpus = vcpu_count();
         println!("chassis-firmware: {vcpus} vCPUs");
 
+        let bios = bios_module(&si).map(|m| match seabios::load_addr(m.size) {
+            Some(load) => (m, load),
+            None => fatal!(
+                "the SeaBIOS module is {:#x} bytes; a BIOS image is at most {:#x} bytes, a multiple of 16",
+                m.size,
+                seabios::BIOS_MAX
+            ),
+        });
+
         let routes = pci_setup();
-        let (map, rsdp) = acpi_and_e820(&si, vcpus, routes);
+        let (map, rsdp) = acpi_and_e820(&si, vcpus, routes, bios.map(|b| b.1));
+
+        if let Some((m, load)) = bios {
+            boot_seabios(&m, load, &map, rsdp);
+        }
 
         if si.nr_modules == 0 {
             println!("chassis-firmware: diagnostic boot done, powering off");

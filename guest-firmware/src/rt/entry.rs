@@ -144,6 +144,75 @@ global_asm!(
     xorl %edi, %edi
     jmpq *%rax
 
+    /* fw_rm_tramp: copied to REAL_MODE_TRAMPOLINE (0x7000) and entered there from long
+       mode: compatibility mode (0x08), paging and EFER.LME off, 16-bit protected mode
+       (0x10/0x18), PE off, real mode, IDT = IVT (limit 0x3ff, base 0), jump to the
+       reset vector f000:fff0. Addresses are absolute for the copy at 0x7000. */
+    .section .rodata.fw_rm_tramp, "a", @progbits
+    .balign 16
+    .global fw_rm_tramp_start
+    fw_rm_tramp_start:
+    .code64
+    cli
+    lgdt (0x7000 + rmt_gdt_ptr - fw_rm_tramp_start)
+    pushq $0x08
+    pushq $(0x7000 + rmt_c32 - fw_rm_tramp_start)
+    lretq
+    .code32
+    rmt_c32:
+    movl %cr0, %eax
+    andl $0x7fffffff, %eax          /* CR0.PG off: leaves long mode */
+    movl %eax, %cr0
+    movl $0xc0000080, %ecx
+    rdmsr
+    andl $0xfffffeff, %eax          /* EFER.LME off */
+    wrmsr
+    movl %cr4, %eax
+    andl $0xffffffdf, %eax          /* CR4.PAE off */
+    movl %eax, %cr4
+    xorl %eax, %eax
+    movl %eax, %cr3
+    movl $0x18, %eax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %fs
+    movw %ax, %gs
+    movw %ax, %ss
+    ljmp $0x10, $(0x7000 + rmt_p16 - fw_rm_tramp_start)
+    .code16
+    rmt_p16:
+    movl %cr0, %eax
+    andl $0xfffffffe, %eax          /* CR0.PE off */
+    movl %eax, %cr0
+    ljmp $0, $(0x7000 + rmt_r16 - fw_rm_tramp_start)
+    rmt_r16:
+    xorw %ax, %ax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %fs
+    movw %ax, %gs
+    movw %ax, %ss
+    movw $0x7000, %sp
+    lidtl (0x7000 + rmt_idt - fw_rm_tramp_start)
+    ljmp $0xf000, $0xfff0
+    .balign 8
+    rmt_gdt:
+    .quad 0
+    .quad 0x00cf9b000000ffff    /* 0x08: code, 32-bit, flat */
+    .quad 0x00009b000000ffff    /* 0x10: code, 16-bit, base 0, limit 64 KiB */
+    .quad 0x000093000000ffff    /* 0x18: data, 16-bit, base 0, limit 64 KiB */
+    rmt_gdt_end:
+    rmt_gdt_ptr:
+    .word rmt_gdt_end - rmt_gdt - 1
+    .quad 0x7000 + rmt_gdt - fw_rm_tramp_start
+    rmt_idt:
+    .word 0x3ff
+    .long 0
+    .global fw_rm_tramp_end
+    fw_rm_tramp_end:
+    .code64
+
+    .section .text.entry, "ax", @progbits
     /* fw_triple_fault(): an IDT of limit 0, then an exception: #GP, #DF, shutdown. */
     .global fw_triple_fault
     fw_triple_fault:
@@ -160,6 +229,32 @@ global_asm!(
 unsafe extern "C" {
     fn fw_jump_linux(entry: u64, boot_params: u64) -> !;
     fn fw_triple_fault() -> !;
+    static fw_rm_tramp_start: u8;
+    static fw_rm_tramp_end: u8;
+}
+
+/// Where the real-mode trampoline is copied and run (the Linux boot-params page, unused
+/// on the SeaBIOS path; below SeaBIOS's info structure users and the start info).
+pub const REAL_MODE_TRAMPOLINE: u64 = 0x7000;
+
+/// Leaves long mode for real mode and jumps to the reset vector f000:fff0, interrupts
+/// off, IDT = the real-mode IVT.
+///
+/// # Safety
+/// A BIOS image must be in place below 1 MiB, and the page at
+/// [`REAL_MODE_TRAMPOLINE`] free to overwrite.
+pub unsafe fn enter_bios_reset_vector() -> ! {
+    // The assembler symbols delimit the trampoline bytes in .rodata.
+    let (start, end) = (
+        &raw const fw_rm_tramp_start as usize,
+        &raw const fw_rm_tramp_end as usize,
+    );
+    // SAFETY: the caller guarantees the destination page; the source is our image.
+    unsafe {
+        let code = core::slice::from_raw_parts(start as *const u8, end - start);
+        crate::rt::mem::write_bytes(REAL_MODE_TRAMPOLINE, code);
+        core::arch::asm!("jmp {0}", in(reg) REAL_MODE_TRAMPOLINE, options(noreturn));
+    }
 }
 
 /// Enters a Linux kernel's 64-bit entry with RSI = `boot_params`, CS = 0x10,
