@@ -18,6 +18,7 @@ pub mod pci;
 pub mod profile;
 
 pub mod debug_ports;
+pub mod fw_cfg;
 pub mod i440fx;
 pub mod i8042;
 pub mod mc146818;

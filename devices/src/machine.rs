@@ -7,9 +7,11 @@
 //! BARs and the PIIX4 PM block are looked up from the functions' own config space at
 //! access time, so there is no address map to keep in sync.
 
+use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::debug_ports::DebugPorts;
+use crate::fw_cfg::{FwCfg, FwCfgError};
 use crate::i440fx::I440Fx;
 use crate::i8042::I8042;
 use crate::io::{Mmio, PortIo, Width};
@@ -27,7 +29,7 @@ use crate::uart16550::Uart16550;
 use crate::xen_platform::XenPlatform;
 
 /// Everything the machine builder needs; derived from the guest config.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct MachineConfig {
     pub profile: &'static Profile,
     /// Guest RAM below the PCI hole and above 4 GiB, in bytes.
@@ -36,6 +38,46 @@ pub struct MachineConfig {
     pub vcpus: u32,
     /// Number of 16550 UARTs (0..=2): COM1, COM2.
     pub serial_ports: u8,
+    /// What SeaBIOS is told through fw_cfg.
+    pub boot: BootOptions,
+}
+
+/// Boot settings SeaBIOS reads from fw_cfg files. The default is what a non-interactive
+/// boot wants: no boot menu (SeaBIOS otherwise waits 2.5 s at "Press ESC for boot
+/// menu"), no reboot after a failed boot, SeaBIOS's own device order.
+///
+/// No `etc/e820` file is published: SeaBIOS then adds RAM above 4 GiB from CMOS
+/// 0x5b-0x5d, which the RTC holds at exactly the RAM the e820 of the guest firmware
+/// lists there, so re-adding it changes nothing (SeaBIOS's e820 insert replaces
+/// overlapping ranges).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BootOptions {
+    /// `etc/show-boot-menu` (u16 LE; also the legacy key 0x000e): 1 = show the menu.
+    pub show_boot_menu: bool,
+    /// `etc/boot-fail-wait` (u32 LE, ms): after "No bootable device", reboot after this
+    /// long; `None` = never (published as 0xffffffff, QEMU's default; SeaBIOS's own
+    /// default without the file would be a reboot after 60 s).
+    pub boot_fail_wait_ms: Option<u32>,
+    /// `bootorder`: newline-separated OpenFirmware device paths, published as given.
+    pub bootorder: Option<String>,
+}
+
+impl BootOptions {
+    /// The fw_cfg device these options and the machine's CPU and RAM sizes describe.
+    pub fn fw_cfg(&self, cpus: u32, ram_size: u64) -> Result<FwCfg, FwCfgError> {
+        let mut f = FwCfg::new(cpus, ram_size);
+        f.set_boot_menu(self.show_boot_menu);
+        f.add_file(
+            "etc/show-boot-menu",
+            &(self.show_boot_menu as u16).to_le_bytes(),
+        )?;
+        let wait = self.boot_fail_wait_ms.unwrap_or(u32::MAX);
+        f.add_file("etc/boot-fail-wait", &wait.to_le_bytes())?;
+        if let Some(order) = &self.bootorder {
+            f.add_file("bootorder", order.as_bytes())?;
+        }
+        Ok(f)
+    }
 }
 
 /// Reads from ports or addresses nothing decodes return all ones (open bus).
@@ -52,6 +94,7 @@ pub struct Machine {
     pub kbd: I8042,
     pub debug: DebugPorts,
     pub serial: Vec<Uart16550>,
+    pub fw_cfg: FwCfg,
 }
 
 /// The 0xcf8 address latch is guest-visible state: a guest saved between its 0xcf8 write
@@ -78,8 +121,19 @@ enum Slot {
 }
 
 impl Machine {
+    /// The machine `cfg` describes. A `bootorder` too large for fw_cfg (over
+    /// [`crate::fw_cfg::MAX_TOTAL_FILE_BYTES`]; check with [`BootOptions::fw_cfg`]) is
+    /// left out rather than failing the build.
     pub fn new(cfg: &MachineConfig) -> Self {
         let p = cfg.profile;
+        let ram = cfg.ram_below_4g.saturating_add(cfg.ram_above_4g);
+        let fw_cfg = cfg.boot.fw_cfg(cfg.vcpus, ram).unwrap_or_else(|_| {
+            let mut b = cfg.boot.clone();
+            b.bootorder = None;
+            // The fixed files alone are a few bytes and always fit.
+            b.fw_cfg(cfg.vcpus, ram)
+                .unwrap_or_else(|_| FwCfg::new(cfg.vcpus, ram))
+        });
         let mut rtc = Mc146818::new(8);
         rtc.set_memory_size(cfg.ram_below_4g, cfg.ram_above_4g);
         rtc.set_cpu_count(cfg.vcpus);
@@ -101,6 +155,7 @@ impl Machine {
             kbd: I8042::new(),
             debug: DebugPorts::new(),
             serial,
+            fw_cfg,
         }
     }
 
@@ -134,6 +189,7 @@ impl Machine {
             0x60 | 0x64 => return Some(&mut self.kbd),
             0x70 | 0x71 => return Some(&mut self.rtc),
             0x80 | 0xe9 | 0x402 => return Some(&mut self.debug),
+            0x510 | 0x511 => return Some(&mut self.fw_cfg),
             0x92 | 0x4d0 | 0x4d1 => return Some(&mut self.isa_bridge),
             0x10..=0x1f => return Some(&mut self.xen_platform),
             _ => {}
@@ -280,6 +336,7 @@ impl Machine {
         out.extend(save_record(&self.rtc, 0));
         out.extend(save_record(&self.kbd, 0));
         out.extend(save_record(&self.debug, 0));
+        out.extend(save_record(&self.fw_cfg, 0));
         for (i, u) in self.serial.iter().enumerate() {
             out.extend(save_record(u, i as u16));
         }
@@ -326,6 +383,8 @@ impl Machine {
                 load_record(&mut self.kbd, data)?
             } else if is(DebugPorts::NAME) {
                 load_record(&mut self.debug, data)?
+            } else if is(FwCfg::NAME) {
+                load_record(&mut self.fw_cfg, data)?
             } else if is(Uart16550::NAME) {
                 match self.serial.get_mut(h.instance as usize) {
                     Some(u) => load_record(u, data)?,
@@ -360,6 +419,7 @@ mod tests {
             ram_above_4g: 0,
             vcpus: 1,
             serial_ports: 1,
+            boot: BootOptions::default(),
         })
     }
 
@@ -440,6 +500,104 @@ mod tests {
         n.load(&mut p, &saved).unwrap();
         assert_eq!(n.pio_read(&mut p, 0xcf8, Width::B4), 0x8000_0000);
         assert_eq!(n.pio_read(&mut p, 0xcfc, Width::B4), 0x1237_8086);
+    }
+
+    /// Reads `n` bytes of fw_cfg item `key` through the machine's ports.
+    fn fw_cfg_read(m: &mut Machine, p: &mut MockPlatform, key: u16, n: usize) -> Vec<u8> {
+        m.pio_write(p, 0x510, Width::B2, key as u32);
+        (0..n)
+            .map(|_| m.pio_read(p, 0x511, Width::B1) as u8)
+            .collect()
+    }
+
+    /// The value of fw_cfg file `name`, found through the directory as SeaBIOS does.
+    fn fw_cfg_file(m: &mut Machine, p: &mut MockPlatform, name: &str) -> Option<Vec<u8>> {
+        let count = u32::from_be_bytes(fw_cfg_read(m, p, 0x19, 4).try_into().unwrap());
+        let dir = fw_cfg_read(m, p, 0x19, 4 + 64 * count as usize);
+        let e = dir[4..].chunks(64).find(|e| {
+            let n = &e[8..];
+            n.starts_with(name.as_bytes()) && n[name.len()] == 0
+        })?;
+        let size = u32::from_be_bytes(e[0..4].try_into().unwrap()) as usize;
+        let key = u16::from_be_bytes([e[4], e[5]]);
+        Some(fw_cfg_read(m, p, key, size))
+    }
+
+    #[test]
+    fn both_generations_configure_seabios_through_fw_cfg() {
+        for profile in crate::profile::ALL {
+            let mut m = machine(profile);
+            let mut p = MockPlatform::new();
+            assert_eq!(
+                fw_cfg_read(&mut m, &mut p, 0, 4),
+                b"QEMU",
+                "{}",
+                profile.name
+            );
+            assert_eq!(fw_cfg_read(&mut m, &mut p, 1, 4), [1, 0, 0, 0]);
+            assert_eq!(
+                fw_cfg_read(&mut m, &mut p, 3, 8),
+                (512u64 << 20).to_le_bytes()
+            );
+            assert_eq!(
+                fw_cfg_file(&mut m, &mut p, "etc/show-boot-menu").unwrap(),
+                [0, 0]
+            );
+            assert_eq!(fw_cfg_read(&mut m, &mut p, 0x0e, 2), [0, 0]);
+            assert_eq!(
+                fw_cfg_file(&mut m, &mut p, "etc/boot-fail-wait").unwrap(),
+                [0xff; 4]
+            );
+            assert_eq!(fw_cfg_file(&mut m, &mut p, "bootorder"), None);
+            assert_eq!(fw_cfg_file(&mut m, &mut p, "etc/e820"), None);
+        }
+    }
+
+    #[test]
+    fn boot_options_reach_fw_cfg() {
+        let mut m = Machine::new(&MachineConfig {
+            profile: &QEMU_XEN,
+            ram_below_4g: 3 << 30,
+            ram_above_4g: 1 << 30,
+            vcpus: 2,
+            serial_ports: 1,
+            boot: BootOptions {
+                show_boot_menu: true,
+                boot_fail_wait_ms: Some(5000),
+                bootorder: Some("/pci@i0cf8/ide@1,1/drive@1/disk@0\n".into()),
+            },
+        });
+        let mut p = MockPlatform::new();
+        assert_eq!(
+            fw_cfg_read(&mut m, &mut p, 3, 8),
+            (4u64 << 30).to_le_bytes()
+        );
+        assert_eq!(fw_cfg_read(&mut m, &mut p, 5, 2), [2, 0]);
+        assert_eq!(fw_cfg_read(&mut m, &mut p, 0x0e, 2), [1, 0]);
+        assert_eq!(
+            fw_cfg_file(&mut m, &mut p, "etc/show-boot-menu").unwrap(),
+            [1, 0]
+        );
+        assert_eq!(
+            fw_cfg_file(&mut m, &mut p, "etc/boot-fail-wait").unwrap(),
+            5000u32.to_le_bytes()
+        );
+        assert_eq!(
+            fw_cfg_file(&mut m, &mut p, "bootorder").unwrap(),
+            b"/pci@i0cf8/ide@1,1/drive@1/disk@0\n"
+        );
+    }
+
+    #[test]
+    fn restore_keeps_the_fw_cfg_cursor() {
+        let mut m = machine(&QEMU_XEN);
+        let mut p = MockPlatform::new();
+        assert_eq!(fw_cfg_read(&mut m, &mut p, 0, 2), b"QE");
+        let saved = m.save();
+        let mut n = machine(&QEMU_XEN);
+        n.load(&mut p, &saved).unwrap();
+        assert_eq!(n.pio_read(&mut p, 0x511, Width::B1), b'M' as u32);
+        assert_eq!(n.pio_read(&mut p, 0x511, Width::B1), b'U' as u32);
     }
 
     #[test]

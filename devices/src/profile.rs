@@ -4,6 +4,13 @@
 //! never asks "which generation is this?"; it reads the profile. Once a profile is
 //! released its values never change (checked by fingerprint tests); a new behaviour is a
 //! new profile. Values come from research/xen-hvm.md §2.2 and §3.
+//!
+//! Not in a profile, because every generation has it: the fw_cfg interface at ports
+//! 0x510/0x511 ([`crate::fw_cfg`]). It is how chassis configures SeaBIOS (boot order,
+//! boot menu, boot-fail wait), so both generations offer it, where real Xen's qemu-xen
+//! creates fw_cfg only for a direct kernel boot and qemu-xen-traditional never does.
+//! A guest OS ignores it (Linux binds its `qemu_fw_cfg` driver only through ACPI
+//! `QEMU0002` or a command-line option; our DSDT has no such device).
 
 use crate::pci::PciIdent;
 

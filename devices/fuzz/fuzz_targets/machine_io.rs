@@ -101,6 +101,7 @@ fn config(sel: u8) -> MachineConfig {
         ram_above_4g: if sel & 8 != 0 { 1 << 30 } else { 0 },
         vcpus: 1 + (sel >> 4) as u32,
         serial_ports: (sel >> 1) % 4, // 3 asks for more UARTs than the profile has
+        boot: Default::default(),
     }
 }
 

@@ -23,6 +23,7 @@ fn machine(sel: u8) -> Machine {
         ram_above_4g: if sel & 2 != 0 { 1 << 30 } else { 0 },
         vcpus: 1,
         serial_ports: (sel >> 2) % 3,
+        boot: Default::default(),
     })
 }
 

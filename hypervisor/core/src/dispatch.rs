@@ -153,6 +153,7 @@ mod tests {
             ram_above_4g: 0,
             vcpus: 1,
             serial_ports: 1,
+            boot: Default::default(),
         }))
     }
 

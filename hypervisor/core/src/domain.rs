@@ -140,6 +140,7 @@ pub fn run(cfg: &DomainConfig) -> Result<(DomainExit, RunStats), Error> {
         ram_above_4g: layout.ram_above_4g(),
         vcpus: cfg.vcpus,
         serial_ports: 1,
+        boot: Default::default(),
     }));
 
     let started = Instant::now();
@@ -336,6 +337,7 @@ mod tests {
             ram_above_4g: 0,
             vcpus: 1,
             serial_ports: 1,
+            boot: Default::default(),
         }));
         std::thread::scope(|s| {
             s.spawn(|| timer_thread(&state, &machine));

@@ -306,6 +306,7 @@ pub(crate) mod tests {
             ram_above_4g: 0,
             vcpus: 1,
             serial_ports: 1,
+            boot: Default::default(),
         });
         // hvmloader: PMBA = 0xb000, PMREGMISC.PMIOSE = 1 on the PM function.
         let cfg = |m: &mut Machine, p: &mut ProcessPlatform, off: u32, w: Width, v: u32| {
