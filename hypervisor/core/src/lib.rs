@@ -10,6 +10,7 @@ use std::path::PathBuf;
 pub mod backend;
 pub mod dispatch;
 pub mod domain;
+pub mod irqchip;
 pub mod kvm;
 pub mod loader;
 pub mod memory;
