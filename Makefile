@@ -4,7 +4,7 @@
 #   make test    set up, build, run every test and the format check (what .ci/run runs)
 #   make setup   host packages, rustup target, Debian artifacts, test initramfs (scripts/setup.sh)
 #   make build   host crates, guest firmware, no_std check of the shared crates
-#   make bench   benchmarks (none yet: they arrive with issue [2])
+#   make bench   PIO round-trip benchmark: chassis on kvm vs QEMU kvm and TCG (installs QEMU)
 #   make fuzz    run every cargo-fuzz target for FUZZ_SECONDS each (not part of make test)
 #   make clean   cargo clean (keeps cache/; `make distclean` drops it too)
 #
@@ -52,8 +52,18 @@ demo: build
 	fi
 	target/release/chassis create $(DEMO_CFG)
 
-bench:
-	@echo "make bench: no benchmarks yet - they arrive with issue [2] (emu backend vs QEMU TCG)."
+# PIO round-trip cost, chassis on kvm side by side with QEMU (kvm and TCG) in one run;
+# figures and ratios, never a timed assertion. Installs qemu-system-x86 if missing
+# (only here: make test does not need QEMU). See README.md, "Benchmarks".
+bench: build
+	@if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then \
+	  echo "make bench: installing qemu-system-x86 (apt-get)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+	  $$SUDO apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null \
+	    || { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null; } \
+	    || echo "make bench: could not install qemu-system-x86; the QEMU rows will be skipped" >&2; \
+	fi
+	target/release/chassis-bench
 
 # Coverage-guided fuzzing with cargo-fuzz (libFuzzer). The fuzz packages are outside the
 # workspace; cargo-fuzz needs nightly -Z flags, which RUSTC_BOOTSTRAP=1 allows on stable.
