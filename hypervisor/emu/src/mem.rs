@@ -1,0 +1,104 @@
+//! Guest-linear memory access.
+
+/// A failed access: the linear address and whether it was a write. Paging will turn
+/// this into #PF (or #GP for non-canonical addresses); today it surfaces as
+/// [`crate::Exception::PageFault`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fault {
+    pub addr: u64,
+    pub write: bool,
+}
+
+/// Guest-linear memory as seen by the interpreter. Multi-byte values are little-endian.
+pub trait Memory {
+    /// Fill `buf` from `addr`. On failure nothing useful is in `buf`.
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), Fault>;
+    /// Store `buf` at `addr`. On failure nothing was stored.
+    fn write(&mut self, addr: u64, buf: &[u8]) -> Result<(), Fault>;
+
+    fn read_u8(&mut self, addr: u64) -> Result<u8, Fault> {
+        let mut b = [0u8; 1];
+        self.read(addr, &mut b)?;
+        Ok(b[0])
+    }
+    fn read_u16(&mut self, addr: u64) -> Result<u16, Fault> {
+        let mut b = [0u8; 2];
+        self.read(addr, &mut b)?;
+        Ok(u16::from_le_bytes(b))
+    }
+    fn read_u32(&mut self, addr: u64) -> Result<u32, Fault> {
+        let mut b = [0u8; 4];
+        self.read(addr, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+    fn read_u64(&mut self, addr: u64) -> Result<u64, Fault> {
+        let mut b = [0u8; 8];
+        self.read(addr, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+    fn write_u8(&mut self, addr: u64, v: u8) -> Result<(), Fault> {
+        self.write(addr, &[v])
+    }
+    fn write_u16(&mut self, addr: u64, v: u16) -> Result<(), Fault> {
+        self.write(addr, &v.to_le_bytes())
+    }
+    fn write_u32(&mut self, addr: u64, v: u32) -> Result<(), Fault> {
+        self.write(addr, &v.to_le_bytes())
+    }
+    fn write_u64(&mut self, addr: u64, v: u64) -> Result<(), Fault> {
+        self.write(addr, &v.to_le_bytes())
+    }
+
+    /// Read `size` (1, 2, 4 or 8) bytes zero-extended.
+    fn read_sized(&mut self, addr: u64, size: usize) -> Result<u64, Fault> {
+        let mut b = [0u8; 8];
+        let n = size.min(8);
+        self.read(addr, &mut b[..n])?;
+        Ok(u64::from_le_bytes(b))
+    }
+    /// Write the low `size` (1, 2, 4 or 8) bytes of `v`.
+    fn write_sized(&mut self, addr: u64, size: usize, v: u64) -> Result<(), Fault> {
+        let b = v.to_le_bytes();
+        self.write(addr, &b[..size.min(8)])
+    }
+}
+
+/// One contiguous block of memory at `base`; everything else faults.
+#[derive(Clone, Debug)]
+pub struct FlatMemory {
+    pub base: u64,
+    pub data: Vec<u8>,
+}
+
+impl FlatMemory {
+    pub fn new(base: u64, size: usize) -> Self {
+        FlatMemory {
+            base,
+            data: vec![0; size],
+        }
+    }
+
+    fn range(&self, addr: u64, len: usize, write: bool) -> Result<core::ops::Range<usize>, Fault> {
+        let off = addr.wrapping_sub(self.base);
+        let fault = Fault { addr, write };
+        let start = usize::try_from(off).map_err(|_| fault)?;
+        let end = start.checked_add(len).ok_or(fault)?;
+        if end > self.data.len() {
+            return Err(fault);
+        }
+        Ok(start..end)
+    }
+}
+
+impl Memory for FlatMemory {
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), Fault> {
+        let r = self.range(addr, buf.len(), false)?;
+        buf.copy_from_slice(&self.data[r]);
+        Ok(())
+    }
+    fn write(&mut self, addr: u64, buf: &[u8]) -> Result<(), Fault> {
+        let r = self.range(addr, buf.len(), true)?;
+        self.data[r].copy_from_slice(buf);
+        Ok(())
+    }
+}

@@ -1,0 +1,130 @@
+//! MOVS/STOS/LODS/SCAS/CMPS with REP/REPE/REPNE, DF, and 64- or 32-bit addressing.
+//!
+//! A REP instruction runs at most [`MAX_ITERATIONS`] iterations per call; if it is not
+//! finished RIP is left on the instruction so the caller can take interrupts and call
+//! again (as hardware does between iterations). A fault in iteration k keeps the
+//! k-1 iterations done before it, with RIP on the instruction.
+
+use crate::cpu::{Cpu, DF, RAX, RCX, RDI, RSI, STATUS, ZF};
+use crate::exec::{Exception, write_sized_gpr};
+use crate::flags::{mask, sub};
+use crate::mem::Memory;
+use crate::ops::seg_base;
+use iced_x86::{Code, Instruction, OpKind};
+
+pub const MAX_ITERATIONS: u64 = 4096;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Movs,
+    Stos,
+    Lods,
+    Scas,
+    Cmps,
+}
+
+fn classify(i: &Instruction) -> Option<(Op, usize)> {
+    use Code::*;
+    Some(match i.code() {
+        Movsb_m8_m8 => (Op::Movs, 1),
+        Movsw_m16_m16 => (Op::Movs, 2),
+        Movsd_m32_m32 => (Op::Movs, 4),
+        Movsq_m64_m64 => (Op::Movs, 8),
+        Stosb_m8_AL => (Op::Stos, 1),
+        Stosw_m16_AX => (Op::Stos, 2),
+        Stosd_m32_EAX => (Op::Stos, 4),
+        Stosq_m64_RAX => (Op::Stos, 8),
+        Lodsb_AL_m8 => (Op::Lods, 1),
+        Lodsw_AX_m16 => (Op::Lods, 2),
+        Lodsd_EAX_m32 => (Op::Lods, 4),
+        Lodsq_RAX_m64 => (Op::Lods, 8),
+        Scasb_AL_m8 => (Op::Scas, 1),
+        Scasw_AX_m16 => (Op::Scas, 2),
+        Scasd_EAX_m32 => (Op::Scas, 4),
+        Scasq_RAX_m64 => (Op::Scas, 8),
+        Cmpsb_m8_m8 => (Op::Cmps, 1),
+        Cmpsw_m16_m16 => (Op::Cmps, 2),
+        Cmpsd_m32_m32 => (Op::Cmps, 4),
+        Cmpsq_m64_m64 => (Op::Cmps, 8),
+        _ => return None,
+    })
+}
+
+pub(crate) fn is_string(i: &Instruction) -> bool {
+    classify(i).is_some()
+}
+
+pub(crate) fn exec(cpu: &mut Cpu, mem: &mut dyn Memory, i: &Instruction) -> Result<(), Exception> {
+    let (op, size) = classify(i).ok_or(Exception::InvalidOpcode)?;
+    let addr32 = (0..i.op_count())
+        .any(|n| matches!(i.op_kind(n), OpKind::MemorySegESI | OpKind::MemoryESEDI));
+    let asz = if addr32 { 4 } else { 8 };
+    let amask = mask(asz);
+    let step = if cpu.flag(DF) {
+        (size as u64).wrapping_neg()
+    } else {
+        size as u64
+    };
+    // DS:rSI may be overridden (only FS/GS have a base in 64-bit mode); ES:rDI may not.
+    let src_base = seg_base(cpu, i.memory_segment());
+    let rep = i.has_rep_prefix() || i.has_repne_prefix();
+    let compare = matches!(op, Op::Scas | Op::Cmps);
+    let mut done = 0u64;
+    loop {
+        if rep {
+            if cpu.gpr[RCX] & amask == 0 {
+                return Ok(());
+            }
+            if done == MAX_ITERATIONS {
+                cpu.rip = i.ip();
+                return Ok(());
+            }
+        }
+        let si = cpu.gpr[RSI] & amask;
+        let di = cpu.gpr[RDI] & amask;
+        let acc = cpu.gpr[RAX] & mask(size);
+        match op {
+            Op::Movs => {
+                let v = mem.read_sized(src_base.wrapping_add(si), size)?;
+                mem.write_sized(di, size, v)?;
+                write_sized_gpr(cpu, RSI, asz, si.wrapping_add(step));
+                write_sized_gpr(cpu, RDI, asz, di.wrapping_add(step));
+            }
+            Op::Stos => {
+                mem.write_sized(di, size, acc)?;
+                write_sized_gpr(cpu, RDI, asz, di.wrapping_add(step));
+            }
+            Op::Lods => {
+                let v = mem.read_sized(src_base.wrapping_add(si), size)?;
+                write_sized_gpr(cpu, RAX, size, v);
+                write_sized_gpr(cpu, RSI, asz, si.wrapping_add(step));
+            }
+            Op::Scas => {
+                let v = mem.read_sized(di, size)?;
+                let (_, f) = sub(acc, v, false, size);
+                cpu.set_flags(STATUS, f);
+                write_sized_gpr(cpu, RDI, asz, di.wrapping_add(step));
+            }
+            Op::Cmps => {
+                let a = mem.read_sized(src_base.wrapping_add(si), size)?;
+                let b = mem.read_sized(di, size)?;
+                let (_, f) = sub(a, b, false, size);
+                cpu.set_flags(STATUS, f);
+                write_sized_gpr(cpu, RSI, asz, si.wrapping_add(step));
+                write_sized_gpr(cpu, RDI, asz, di.wrapping_add(step));
+            }
+        }
+        if !rep {
+            return Ok(());
+        }
+        let c = (cpu.gpr[RCX] & amask).wrapping_sub(1);
+        write_sized_gpr(cpu, RCX, asz, c);
+        done += 1;
+        if compare {
+            let zf = cpu.flag(ZF);
+            if (i.has_repe_prefix() && !zf) || (i.has_repne_prefix() && zf) {
+                return Ok(());
+            }
+        }
+    }
+}
