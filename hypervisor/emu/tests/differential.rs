@@ -836,7 +836,14 @@ struct Case {
 }
 
 /// Encode one instance of `tp` into `code`, adjusting registers it needs.
-fn encode(tp: &T, rng: &mut Rng, regs: &mut [u64; NREGS], code: &mut Vec<u8>, data_addr: u64) {
+fn encode(
+    tp: &T,
+    rng: &mut Rng,
+    regs: &mut [u64; NREGS],
+    code: &mut Vec<u8>,
+    data_addr: u64,
+    single: bool,
+) {
     let size = {
         let choices: Vec<u8> = (0..4).filter(|b| tp.sizes & (1 << b) != 0).collect();
         if choices.is_empty() {
@@ -875,15 +882,59 @@ fn encode(tp: &T, rng: &mut Rng, regs: &mut [u64; NREGS], code: &mut Vec<u8>, da
                 }
             };
             let memform = tp.mem && (!tp.reg || rng.chance(3));
-            let (modrm, disp) = if memform {
-                (0x40 | (reg << 3) | 3, Some(rng.next() as u8))
+            // Memory forms: [rbx], [rbx+disp8], [rbx+disp32], via SIB with no index,
+            // and (single instructions only) with a small index register or 0x67
+            // addressing ([ebx+...], RBX's upper half ignored). Sometimes LOCK, which
+            // must be #UD on anything but a lockable read-modify-write.
+            let mut bytes = Vec::new();
+            if memform {
+                if rng.chance(8) {
+                    code.push(0xf0);
+                }
+                let form = rng.below(if single { 6 } else { 4 });
+                let disp: Vec<u8> = match rng.below(3) {
+                    0 => vec![],
+                    1 => vec![rng.next() as u8],
+                    _ => ((rng.below(256) as i32 - 128).to_le_bytes()).to_vec(),
+                };
+                let md = match disp.len() {
+                    0 => 0x00,
+                    1 => 0x40,
+                    _ => 0x80,
+                };
+                match form {
+                    0 | 1 => bytes.push(md | (reg << 3) | 3),
+                    2 | 3 | 4 if !(form == 4 && tp.bitoff) => {
+                        let index = if form == 4 {
+                            let mut x = rng.below(16) as usize;
+                            while x == cpu::RSP || x == cpu::RBX {
+                                x = rng.below(16) as usize;
+                            }
+                            regs[x] = rng.below(16);
+                            if x >= 8 {
+                                rex |= 0x02;
+                            }
+                            (x & 7) as u8
+                        } else {
+                            4
+                        };
+                        bytes.push(md | (reg << 3) | 4);
+                        bytes.push(((rng.below(4) as u8) << 6) | (index << 3) | 3);
+                    }
+                    _ => {
+                        code.push(0x67);
+                        regs[cpu::RBX] = (data_addr + 512) | (rng.next() & 0xffff_ffff_0000_0000);
+                        bytes.push(md | (reg << 3) | 3);
+                    }
+                }
+                bytes.extend_from_slice(&disp);
             } else {
                 let r = rng.below(16) as u8;
                 if r >= 8 {
                     rex |= 0x01;
                 }
-                (0xc0 | (reg << 3) | (r & 7), None)
-            };
+                bytes.push(0xc0 | (reg << 3) | (r & 7));
+            }
             if tp.bitoff && memform {
                 let full = (reg + if rex & 0x04 != 0 { 8 } else { 0 }) as usize;
                 regs[full] = (rng.below(600) as i64 - 300) as u64;
@@ -892,10 +943,7 @@ fn encode(tp: &T, rng: &mut Rng, regs: &mut [u64; NREGS], code: &mut Vec<u8>, da
                 code.push(0x40 | rex);
             }
             code.extend_from_slice(tp.op);
-            code.push(modrm);
-            if let Some(d) = disp {
-                code.push(d);
-            }
+            code.extend_from_slice(&bytes);
         }
         Kind::Plain => {
             if rex != 0 || want_rex {
@@ -988,7 +1036,11 @@ fn acceptable(code: &[u8], ip: u64) -> bool {
             }
         }
         let has_mem = (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Memory);
-        if has_mem && (i.memory_base() != Register::RBX || i.memory_index() != Register::None) {
+        let base_ok = matches!(i.memory_base(), Register::RBX | Register::EBX);
+        let index = i.memory_index();
+        let index_ok = index == Register::None
+            || !matches!(index.full_register(), Register::RSP | Register::RBX);
+        if has_mem && !(base_ok && index_ok) {
             return false;
         }
     }
@@ -1005,7 +1057,14 @@ fn random_case(templates: &[&T], rng: &mut Rng, data_addr: u64, family: &'static
         regs[cpu::RSP] = 0;
         let mut code = Vec::new();
         for tp in templates {
-            encode(tp, rng, &mut regs, &mut code, data_addr);
+            encode(
+                tp,
+                rng,
+                &mut regs,
+                &mut code,
+                data_addr,
+                templates.len() == 1,
+            );
         }
         if !acceptable(&code, 0) {
             continue;

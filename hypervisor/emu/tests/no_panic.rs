@@ -1,5 +1,6 @@
 //! The interpreter must never panic, whatever the bytes: decode and execute random byte
 //! strings (biased towards the prefixes and opcodes it implements) against flat memory.
+//! More iterations: `EMU_NOPANIC_ITERS` (run it in a debug build too: overflow checks).
 
 use hypervisor_emu::cpu::Cpu;
 use hypervisor_emu::exec::step;
@@ -23,7 +24,11 @@ fn random_bytes_never_panic() {
     ];
     let mut mem = FlatMemory::new(BASE, SIZE);
     let mut executed = 0u64;
-    for _ in 0..100_000 {
+    let iters: u64 = std::env::var("EMU_NOPANIC_ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
+    for _ in 0..iters {
         let mut cpu = Cpu::new();
         for (k, r) in cpu.gpr.iter_mut().enumerate() {
             let v = next();
