@@ -15,6 +15,7 @@
 
 mod alu;
 mod bits;
+pub mod bus;
 pub mod cpu;
 pub mod exec;
 mod flags;
@@ -23,8 +24,11 @@ mod muldiv;
 mod ops;
 mod shift;
 mod string;
+pub mod vcpu;
 
+pub use bus::Bus;
 pub use cpu::Cpu;
+pub use vcpu::{EmuVcpu, RunExit};
 pub use exec::{Exception, execute, step};
 pub use mem::{Fault, FlatMemory, Memory};
 
