@@ -47,6 +47,8 @@ pub struct Cpu {
     pub cr4: u64,
     /// Placeholder: IA32_EFER (LME/LMA/NXE once long-mode entry exists).
     pub efer: u64,
+    /// x87/SSE registers.
+    pub fpu: crate::fpu::FpuState,
 }
 
 impl Default for Cpu {
@@ -68,6 +70,7 @@ impl Cpu {
             cr3: 0,
             cr4: 0,
             efer: 0,
+            fpu: crate::fpu::FpuState::default(),
         }
     }
 

@@ -19,6 +19,7 @@ pub mod bus;
 pub mod cpu;
 pub mod exec;
 mod flags;
+pub mod fpu;
 pub mod mem;
 mod muldiv;
 mod ops;
