@@ -264,6 +264,8 @@ fn run_chassis_inproc(ctx: &Ctx, n: u32) -> Result<Sample, String> {
         cmdline: String::new(),
         serial: CharTarget::File(fifo.clone()),
         debugcon: CharTarget::Null,
+        deterministic: false,
+        stop_on_output: None,
     };
     let t = Instant::now();
     let r = run_domain_with_stats(&cfg);

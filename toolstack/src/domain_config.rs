@@ -15,6 +15,10 @@
 //! * Relative paths (`kernel`, `ramdisk`, `serial = "file:..."`, `debugcon = "file:..."`)
 //!   resolve against the config file's directory; in `KEY=VALUE` command-line arguments
 //!   they resolve against the current directory.
+//! * chassis's own keys: `cpu_backend` (`"kvm"`, `"emu"`), `debugcon`, and
+//!   `deterministic` (0/1, only with `cpu_backend = "emu"`): guest time from vCPU 0's
+//!   retired instructions (1 instruction = 1 ns), timers at exact instruction counts,
+//!   HLT skips to the next timer, the RTC starts at 2026-01-01 00:00:00 UTC.
 
 use std::fmt;
 use std::fs;
@@ -93,6 +97,8 @@ pub struct Options {
     pub firmware: PathBuf,
     /// `--debugcon FILE` from the command line (overrides the `debugcon` key).
     pub debugcon: Option<PathBuf>,
+    /// `--stop-on-output STRING` from the command line.
+    pub stop_on_output: Option<String>,
 }
 
 /// A file the domain will read or write, and the key that named it.
@@ -148,6 +154,7 @@ const HANDLED: &[&str] = &[
     "device_model_stubdomain_override",
     "cpu_backend",
     "debugcon",
+    "deterministic",
 ];
 
 /// What happens to an xl key chassis does not implement (yet).
@@ -557,6 +564,7 @@ impl<'a> Builder<'a> {
         let vcpus = self.vcpus();
         let profile = self.profile();
         let backend = self.backend();
+        let deterministic = self.deterministic(backend);
         self.stubdom();
         self.actions();
         let mut inputs = Vec::new();
@@ -584,6 +592,8 @@ impl<'a> Builder<'a> {
                 cmdline,
                 serial,
                 debugcon,
+                deterministic,
+                stop_on_output: self.opts.stop_on_output.clone(),
             },
             inputs,
             outputs,
@@ -769,6 +779,29 @@ impl<'a> Builder<'a> {
                     ),
                 );
                 Backend::Kvm
+            }
+        }
+    }
+
+    /// `deterministic = 0/1`: instruction-count time, only on the software CPU.
+    fn deterministic(&mut self, backend: Backend) -> bool {
+        let Some((v, s)) = self.number("deterministic", "0 or 1") else {
+            return false;
+        };
+        match v {
+            0 => false,
+            1 if backend == Backend::Emu => true,
+            1 => {
+                self.error_at(
+                    &s.value.at,
+                    "deterministic = 1 needs the software CPU: add cpu_backend = \"emu\" \
+                     (hardware vCPUs run on host time)",
+                );
+                false
+            }
+            _ => {
+                self.error_at(&s.value.at, format!("deterministic = {v}: must be 0 or 1"));
+                false
             }
         }
     }
@@ -1221,6 +1254,9 @@ pub fn render(d: &DomainConfig) -> String {
         line("bios", quote("seabios"));
         line("bios_path_override", quote(&b.to_string_lossy()));
     }
+    if d.deterministic {
+        line("deterministic", "1".into());
+    }
     line("serial", quote(&char_target_text(&d.serial)));
     line("debugcon", quote(&char_target_text(&d.debugcon)));
     line("on_poweroff", quote("destroy"));
@@ -1240,6 +1276,7 @@ mod tests {
             base_dir: PathBuf::from("/cfgdir"),
             firmware: PathBuf::from("/fw/chassis-firmware"),
             debugcon: None,
+            stop_on_output: None,
         }
     }
 
@@ -1634,6 +1671,39 @@ mod tests {
         ));
         assert_eq!(d.errors.len(), 1);
         assert!(d.warnings.is_empty());
+    }
+
+    #[test]
+    fn deterministic() {
+        let emu = "cpu_backend = 'emu'\ndeterministic = 1";
+        if hypervisor_emu::AVAILABLE {
+            let (d, w) = ok(&with(emu));
+            assert!(d.deterministic && w.is_empty());
+            assert!(render(&d).contains("\ndeterministic = 1\n"));
+            assert!(
+                !ok(&with("cpu_backend = 'emu'\ndeterministic = 0"))
+                    .0
+                    .deterministic
+            );
+        }
+        assert!(!ok(&with("deterministic = 0")).0.deterministic);
+        assert!(!render(&ok(&with("")).0).contains("deterministic"));
+        assert_eq!(
+            one_error(&with("deterministic = 1")),
+            "demo.cfg:3:17: deterministic = 1 needs the software CPU: add cpu_backend = \"emu\" (hardware vCPUs run on host time)"
+        );
+        assert_eq!(
+            one_error(&with("cpu_backend = 'kvm'\ndeterministic = '1'")),
+            "demo.cfg:4:17: deterministic = 1 needs the software CPU: add cpu_backend = \"emu\" (hardware vCPUs run on host time)"
+        );
+        assert_eq!(
+            one_error(&with("deterministic = 2")),
+            "demo.cfg:3:17: deterministic = 2: must be 0 or 1"
+        );
+        assert_eq!(
+            one_error(&with("deterministic = 'yes'")),
+            "demo.cfg:3:17: 'deterministic' must be 0 or 1, found a string \"yes\""
+        );
     }
 
     #[test]

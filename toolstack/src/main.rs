@@ -1,11 +1,13 @@
 //! `chassis`: the xl-style command line.
 //!
 //! ```text
-//! chassis create [-q] [-n] [-F] [-c] [--debugcon FILE] [-f] <file.cfg> [KEY=VALUE ...]
+//! chassis create [-q] [-n] [-F] [-c] [--debugcon FILE] [--stop-on-output STRING]
+//!                [--stats] [-f] <file.cfg> [KEY=VALUE ...]
 //! ```
 //!
-//! Exit status: 0 when the guest powered off (ACPI S5, `on_poweroff = "destroy"`), 1 on
-//! any error (usage, config, images, KVM), 2 when the guest crashed or reset.
+//! Exit status: 0 when the guest powered off (ACPI S5, `on_poweroff = "destroy"`) or
+//! printed the `--stop-on-output` string, 1 on any error (usage, config, images, KVM), 2
+//! when the guest crashed or reset.
 
 use std::ffi::OsString;
 use std::io::Read;
@@ -42,12 +44,18 @@ Options of create:
   -q, --quiet          no start/stop messages (warnings and errors still print)
   -n, --dry-run        check everything, print the resolved config, run nothing
   --debugcon FILE      write the guest's port 0xe9 debug console to FILE
+  --stop-on-output S   stop the domain (exit 0) as soon as COM1 or the debug console
+                       has printed the string S (boot tests; with deterministic = 1
+                       the stop is at the same instruction every run)
+  --stats              print run statistics on stderr when the domain ends
+                       (instructions retired on emu, port/MMIO accesses, run time)
   -f FILE              the config file (xl spelling; a plain argument works too)
   -F, -c               accepted for xl muscle memory: chassis always runs in the
                        foreground with the console attached
 
 Exit status:
-  0  the guest powered off (ACPI S5) or a dry run passed
+  0  the guest powered off (ACPI S5), printed the --stop-on-output string, or a dry
+     run passed
   1  an error: usage, config, images, KVM
   2  the guest crashed or reset
 
@@ -96,6 +104,8 @@ struct CreateArgs {
     dry_run: bool,
     help: bool,
     debugcon: Option<PathBuf>,
+    stop_on_output: Option<String>,
+    stats: bool,
     config: Option<PathBuf>,
     overrides: Vec<OsString>,
 }
@@ -133,6 +143,14 @@ impl CreateArgs {
                     }
                 }
                 "--debugcon" => a.debugcon = Some(PathBuf::from(value("--debugcon")?)),
+                "--stop-on-output" => {
+                    let v = value("--stop-on-output")?;
+                    a.stop_on_output = Some(
+                        v.into_string()
+                            .map_err(|_| "--stop-on-output needs UTF-8 text".to_string())?,
+                    );
+                }
+                "--stats" => a.stats = true,
                 "-p" => {
                     return Err(
                         "'-p' (create paused) is not supported: chassis has no unpause yet".into(),
@@ -141,6 +159,8 @@ impl CreateArgs {
                 _ => {
                     if let Some(v) = s.strip_prefix("--debugcon=") {
                         a.debugcon = Some(PathBuf::from(v));
+                    } else if let Some(v) = s.strip_prefix("--stop-on-output=") {
+                        a.stop_on_output = Some(v.to_string());
                     } else if let Some(v) = s.strip_prefix("-f").filter(|v| !v.is_empty()) {
                         let v = v.strip_prefix('=').unwrap_or(v);
                         if a.config.replace(PathBuf::from(v)).is_some() {
@@ -159,6 +179,9 @@ impl CreateArgs {
             .is_some_and(|p| p.as_os_str().is_empty())
         {
             return Err("--debugcon needs a file name".into());
+        }
+        if a.stop_on_output.as_ref().is_some_and(|s| s.is_empty()) {
+            return Err("--stop-on-output needs a non-empty string".into());
         }
         Ok(a)
     }
@@ -242,6 +265,7 @@ fn create(a: CreateArgs) -> Result<ExitCode, String> {
         base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         firmware: firmware.clone().unwrap_or_default(),
         debugcon: a.debugcon.clone(),
+        stop_on_output: a.stop_on_output.clone(),
     };
     let mut diags = Diagnostics::default();
     let checked = domain_config::build(&cfg, &opts, &mut diags);
@@ -276,9 +300,35 @@ fn create(a: CreateArgs) -> Result<ExitCode, String> {
         );
     }
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        hypervisor_core::run_domain(&dom)
+        hypervisor_core::run_domain_with_stats(&dom)
     }));
+    let result = match result {
+        Ok(Ok((exit, stats))) => {
+            if a.stats {
+                eprintln!(
+                    "chassis: stats: instructions {} pio {} mmio {} other {} elapsed {:.3} s",
+                    stats.instructions,
+                    stats.exits.pio,
+                    stats.exits.mmio,
+                    stats.exits.other,
+                    stats.elapsed.as_secs_f64()
+                );
+            }
+            Ok(Ok(exit))
+        }
+        Ok(Err(e)) => Ok(Err(e)),
+        Err(p) => Err(p),
+    };
     match result {
+        Ok(Ok(DomainExit::OutputMatched)) => {
+            if !a.quiet {
+                eprintln!(
+                    "chassis: domain '{}' printed the --stop-on-output string; stopped",
+                    dom.name
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Ok(Ok(DomainExit::PowerOff)) => {
             if !a.quiet {
                 eprintln!("chassis: domain '{}' powered off", dom.name);
@@ -341,6 +391,15 @@ mod tests {
             "unknown option '-x' for create (try 'chassis --help')"
         );
         assert!(CreateArgs::parse(&args(&["-p", "a.cfg"])).is_err());
+
+        let a = CreateArgs::parse(&args(&["--stats", "--stop-on-output", "Booting from", "a"]))
+            .unwrap();
+        assert!(a.stats);
+        assert_eq!(a.stop_on_output.as_deref(), Some("Booting from"));
+        let a = CreateArgs::parse(&args(&["--stop-on-output=x y", "a"])).unwrap();
+        assert_eq!(a.stop_on_output.as_deref(), Some("x y"));
+        assert!(CreateArgs::parse(&args(&["--stop-on-output=", "a"])).is_err());
+        assert!(CreateArgs::parse(&args(&["--stop-on-output"])).is_err());
         assert!(CreateArgs::parse(&args(&["-f", "a", "-f", "b"])).is_err());
     }
 }

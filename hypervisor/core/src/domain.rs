@@ -4,6 +4,9 @@
 //! map guest RAM, write the PVH start info, create the VM and its vCPUs, build the
 //! machine. Then one thread per vCPU loops `run()` → dispatch, a timer thread fires
 //! device timers, and (for an interactive console) a reader thread feeds stdin to COM1.
+//! On `emu` ([`crate::emu`]) only vCPU 0 gets a thread (the APs wait for a SIPI that
+//! nothing delivers yet), and in deterministic mode there is no timer thread: vCPU 0
+//! fires the device timers at exact instruction counts.
 //! The first power-off, reset or crash stops everything: the stop flag is set, the timer
 //! thread woken, every vCPU kicked out of the guest, and all threads joined before
 //! [`run`] returns.
@@ -18,6 +21,8 @@ use hypervisor_abi::pvh::START_INFO_ADDR;
 
 use crate::backend::{Kick, Vcpu};
 use crate::dispatch::{Action, ExitCounts, dispatch};
+use crate::emu::EmuVm;
+use crate::emu::clock::GuestClock;
 use crate::kvm::{BootState, KvmVm};
 use crate::loader;
 use crate::memory::{GuestMemory, Layout};
@@ -31,6 +36,8 @@ pub struct RunStats {
     pub exits: ExitCounts,
     /// From the first vCPU start to the last vCPU stop.
     pub elapsed: Duration,
+    /// Instructions retired by all vCPUs (`emu` only; 0 on `kvm`).
+    pub instructions: u64,
 }
 
 fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, Error> {
@@ -43,8 +50,13 @@ fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, Error> {
 
 /// Run `cfg` until the guest powers off, resets or crashes.
 pub fn run(cfg: &DomainConfig) -> Result<(DomainExit, RunStats), Error> {
-    if cfg.backend == Backend::Emu {
+    if cfg.backend == Backend::Emu && !hypervisor_emu::AVAILABLE {
         return Err(Error::BackendUnavailable(hypervisor_emu::NOT_YET.into()));
+    }
+    if cfg.deterministic && cfg.backend != Backend::Emu {
+        return Err(Error::Config(
+            "deterministic time needs the emu backend (cpu_backend = \"emu\")".into(),
+        ));
     }
     let layout = Layout::from_mib(cfg.memory_mib).map_err(|e| Error::Config(e.to_string()))?;
     if cfg.vcpus == 0 || cfg.vcpus > 255 {
@@ -120,20 +132,8 @@ pub fn run(cfg: &DomainConfig) -> Result<(DomainExit, RunStats), Error> {
     loader::write_start_info_named(&mem, &layout, &placed, names, &cfg.cmdline)
         .map_err(Error::Config)?;
 
-    let vm = KvmVm::new(&mem, cfg.vcpus)?;
-    let mut vcpus: Vec<Box<dyn Vcpu + '_>> = Vec::with_capacity(cfg.vcpus as usize);
-    for id in 0..cfg.vcpus {
-        let boot = (id == 0).then_some(BootState {
-            entry: fw.entry,
-            start_info: START_INFO_ADDR,
-        });
-        vcpus.push(Box::new(vm.create_vcpu(id, boot)?));
-    }
-
     let serial = CharOut::open(&cfg.serial, "serial output")?;
     let debugcon = CharOut::open(&cfg.debugcon, "debug console output")?;
-    let state = PlatformState::new(&mem, &vm, serial, debugcon);
-    state.set_kicks(vcpus.iter().map(|v| v.kicker()).collect());
     let machine = Mutex::new(Machine::new(&MachineConfig {
         profile: cfg.profile,
         ram_below_4g: layout.ram_below_4g(),
@@ -142,6 +142,46 @@ pub fn run(cfg: &DomainConfig) -> Result<(DomainExit, RunStats), Error> {
         serial_ports: 1,
         boot: Default::default(),
     }));
+    let io = Io {
+        serial,
+        debugcon,
+        machine,
+    };
+    match cfg.backend {
+        Backend::Kvm => run_kvm(cfg, &mem, fw.entry, io),
+        Backend::Emu => run_emu(cfg, &mem, fw.entry, io),
+    }
+}
+
+/// The character outputs and the machine, built the same way for both backends.
+struct Io {
+    serial: CharOut,
+    debugcon: CharOut,
+    machine: Mutex<Machine>,
+}
+
+fn run_kvm(
+    cfg: &DomainConfig,
+    mem: &GuestMemory,
+    entry: u64,
+    io: Io,
+) -> Result<(DomainExit, RunStats), Error> {
+    let vm = KvmVm::new(mem, cfg.vcpus)?;
+    let mut vcpus: Vec<Box<dyn Vcpu + '_>> = Vec::with_capacity(cfg.vcpus as usize);
+    for id in 0..cfg.vcpus {
+        let boot = (id == 0).then_some(BootState {
+            entry,
+            start_info: START_INFO_ADDR,
+        });
+        vcpus.push(Box::new(vm.create_vcpu(id, boot)?));
+    }
+
+    let mut state = PlatformState::new(mem, &vm, io.serial, io.debugcon);
+    if let Some(s) = &cfg.stop_on_output {
+        state.set_stop_on_output(s.as_bytes());
+    }
+    state.set_kicks(vcpus.iter().map(|v| v.kicker()).collect());
+    let machine = io.machine;
 
     let started = Instant::now();
     let mut exits = ExitCounts::default();
@@ -178,6 +218,75 @@ pub fn run(cfg: &DomainConfig) -> Result<(DomainExit, RunStats), Error> {
     let stats = RunStats {
         exits,
         elapsed: started.elapsed(),
+        instructions: 0,
+    };
+    let outcome = state
+        .take_outcome()
+        .unwrap_or_else(|| Ok(DomainExit::Crashed("stopped without a reason".into())));
+    outcome.map(|e| (e, stats))
+}
+
+fn run_emu(
+    cfg: &DomainConfig,
+    mem: &GuestMemory,
+    entry: u64,
+    io: Io,
+) -> Result<(DomainExit, RunStats), Error> {
+    let vm = EmuVm::new(cfg.vcpus);
+    // Only the BSP runs; the APs wait for INIT/SIPI (not delivered yet).
+    let mut bsp = crate::emu::boot::pvh_vcpu(entry, START_INFO_ADDR);
+    let clock = if cfg.deterministic {
+        GuestClock::deterministic()
+    } else {
+        GuestClock::host()
+    };
+    let mut state = PlatformState::with_clock(
+        mem,
+        &*vm.irq,
+        io.serial,
+        io.debugcon,
+        clock,
+        Some(&vm.written),
+    );
+    if let Some(s) = &cfg.stop_on_output {
+        state.set_stop_on_output(s.as_bytes());
+    }
+    state.set_kicks(vec![vm.kicker()]);
+    let machine = io.machine;
+
+    let started = Instant::now();
+    let mut result = crate::emu::vcpu::VcpuStats::default();
+    std::thread::scope(|s| {
+        let st = &state;
+        let m = &machine;
+        let vm = &vm;
+        if !cfg.deterministic {
+            s.spawn(move || guarded(st, "timer", || timer_thread(st, m)));
+        }
+        if cfg.serial == CharTarget::Stdout && console_input_wanted() {
+            s.spawn(move || guarded(st, "console", || stdin_thread(st, m)));
+        }
+        let bsp = &mut bsp;
+        let h = std::thread::Builder::new()
+            .name("vcpu0".into())
+            .spawn_scoped(s, move || {
+                guarded(st, "vcpu", || crate::emu::vcpu::run_vcpu(st, m, vm, 0, bsp))
+                    .unwrap_or_default()
+            });
+        match h {
+            Ok(h) => result = h.join().unwrap_or_default(),
+            Err(e) => state.finish(Err(Error::Config(format!(
+                "cannot start a vCPU thread: {e}"
+            )))),
+        }
+        if !state.stopping() {
+            state.finish(Ok(DomainExit::Crashed("all vCPUs stopped".into())));
+        }
+    });
+    let stats = RunStats {
+        exits: result.counts,
+        elapsed: started.elapsed(),
+        instructions: bsp.retired(),
     };
     let outcome = state
         .take_outcome()

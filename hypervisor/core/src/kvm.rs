@@ -435,8 +435,8 @@ impl Vcpu for KvmVcpu<'_> {
             Ok(VcpuExit::IoOut(xen::HYPERCALL_PORT, d)) if d.len() == 4 => Raw::Hypercall,
             Ok(VcpuExit::IoIn(..)) | Ok(VcpuExit::IoOut(..)) => Raw::Io,
             Ok(VcpuExit::X86Wrmsr(w)) => {
-                let ok =
-                    w.index == xen::HYPERCALL_MSR && xen::write_hypercall_msr(self.mem, w.data);
+                let ok = w.index == xen::HYPERCALL_MSR
+                    && xen::write_hypercall_msr(self.mem, w.data, xen::StubKind::PortOut);
                 *w.error = u8::from(!ok);
                 Raw::Handled
             }

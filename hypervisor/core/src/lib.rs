@@ -10,6 +10,7 @@ use std::path::PathBuf;
 pub mod backend;
 pub mod dispatch;
 pub mod domain;
+pub mod emu;
 pub mod irqchip;
 pub mod kvm;
 pub mod loader;
@@ -66,6 +67,13 @@ pub struct DomainConfig {
     pub serial: CharTarget,
     /// Debug console port 0xe9.
     pub debugcon: CharTarget,
+    /// Deterministic time (`emu` only): guest time from vCPU 0's retired instructions
+    /// (1 instruction = 1 ns), timers fired at exact instruction counts, HLT skips to
+    /// the next deadline, a fixed RTC date. The same image runs the same way twice.
+    pub deterministic: bool,
+    /// Stop with [`DomainExit::OutputMatched`] once COM1 or the debug console has
+    /// printed this string (`chassis create --stop-on-output`; tests and benchmarks).
+    pub stop_on_output: Option<String>,
 }
 
 /// How a domain ended.
@@ -77,6 +85,8 @@ pub enum DomainExit {
     Reset,
     /// The guest crashed the virtual machine (triple fault, invalid state); the text says how.
     Crashed(String),
+    /// The guest printed [`DomainConfig::stop_on_output`]; the domain was stopped there.
+    OutputMatched,
 }
 
 /// Why a domain could not be started or kept running.

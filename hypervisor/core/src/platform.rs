@@ -9,13 +9,14 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use chassis_devices::platform::{CharSink, DmaError, Platform, PowerRequest, TIMER_COUNT, TimerId};
 
 use crate::backend::{IrqLines, Kick};
+use crate::emu::clock::GuestClock;
+use crate::emu::written::WrittenPages;
 use crate::memory::GuestMemory;
 use crate::{CharTarget, DomainExit, Error};
 
@@ -84,14 +85,46 @@ impl Timers {
     }
 }
 
+/// Stops the domain when a character stream has printed a given string (`chassis create
+/// --stop-on-output`, the deterministic-mode tests): a rolling window of the last bytes.
+struct OutputWatch {
+    pattern: Vec<u8>,
+    window: Mutex<Vec<u8>>,
+}
+
+impl OutputWatch {
+    /// Feed bytes; true once the pattern has appeared.
+    fn feed(&self, bytes: &[u8]) -> bool {
+        let n = self.pattern.len();
+        if n == 0 {
+            return false;
+        }
+        let mut w = lock(&self.window);
+        for &b in bytes {
+            w.push(b);
+            if w.len() > n {
+                w.remove(0);
+            }
+            if w.as_slice() == self.pattern.as_slice() {
+                return true;
+            }
+        }
+        false
+    }
+}
+
 /// Everything the platform of one running domain shares between threads.
 pub struct PlatformState<'a> {
     pub mem: &'a GuestMemory,
     irq: &'a dyn IrqLines,
-    start: Instant,
-    wall_base_ns: u64,
+    pub clock: GuestClock,
     pub timers: Mutex<Timers>,
     pub timer_cv: Condvar,
+    /// Bumped by every `set_timer` (the emu run loop re-plans its slice).
+    pub timer_epoch: AtomicU64,
+    /// emu: pages devices wrote, for the CPUs' decoded-code caches.
+    written: Option<&'a WrittenPages>,
+    watch: Option<OutputWatch>,
     serial: CharOut,
     debugcon: CharOut,
     stop: AtomicBool,
@@ -103,22 +136,34 @@ pub struct PlatformState<'a> {
 }
 
 impl<'a> PlatformState<'a> {
+    /// Host time, no DMA tracking, no output watch.
     pub fn new(
         mem: &'a GuestMemory,
         irq: &'a dyn IrqLines,
         serial: CharOut,
         debugcon: CharOut,
     ) -> Self {
-        let wall_base_ns = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+        Self::with_clock(mem, irq, serial, debugcon, GuestClock::host(), None)
+    }
+
+    /// With a given clock and, on `emu`, the written-pages queues DMA must report to.
+    pub fn with_clock(
+        mem: &'a GuestMemory,
+        irq: &'a dyn IrqLines,
+        serial: CharOut,
+        debugcon: CharOut,
+        clock: GuestClock,
+        written: Option<&'a WrittenPages>,
+    ) -> Self {
         PlatformState {
             mem,
             irq,
-            start: Instant::now(),
-            wall_base_ns,
+            clock,
             timers: Mutex::new(Timers::default()),
             timer_cv: Condvar::new(),
+            timer_epoch: AtomicU64::new(0),
+            written,
+            watch: None,
             serial,
             debugcon,
             stop: AtomicBool::new(false),
@@ -133,8 +178,24 @@ impl<'a> PlatformState<'a> {
         let _ = self.kicks.set(kicks);
     }
 
+    /// Stop the domain with [`DomainExit::OutputMatched`] once COM1 or the debug console
+    /// has printed `pattern` (set before the domain starts).
+    pub fn set_stop_on_output(&mut self, pattern: &[u8]) {
+        self.watch = (!pattern.is_empty()).then(|| OutputWatch {
+            pattern: pattern.to_vec(),
+            window: Mutex::new(Vec::with_capacity(pattern.len() + 1)),
+        });
+    }
+
     pub fn now_ns(&self) -> u64 {
-        self.start.elapsed().as_nanos() as u64
+        self.clock.now_ns()
+    }
+
+    fn output(&self, out: &CharOut, bytes: &[u8]) {
+        out.write(bytes);
+        if self.watch.as_ref().is_some_and(|w| w.feed(bytes)) {
+            self.finish(Ok(DomainExit::OutputMatched));
+        }
     }
 
     /// Whether the domain is stopping.
@@ -199,7 +260,11 @@ impl Platform for ProcessPlatform<'_, '_> {
             .map_err(|e| DmaError::OutOfRange {
                 gpa: e.gpa,
                 len: e.len,
-            })
+            })?;
+        if let Some(w) = self.s.written {
+            w.record(gpa, buf.len() as u64);
+        }
+        Ok(())
     }
 
     fn now_ns(&self) -> u64 {
@@ -207,20 +272,21 @@ impl Platform for ProcessPlatform<'_, '_> {
     }
 
     fn wall_clock_base_ns(&self) -> u64 {
-        self.s.wall_base_ns
+        self.s.clock.wall_clock_base_ns()
     }
 
     fn set_timer(&mut self, timer: TimerId, deadline_ns: Option<u64>) {
         let mut t = lock(&self.s.timers);
         t.deadlines[timer.index()] = deadline_ns;
+        self.s.timer_epoch.fetch_add(1, Ordering::SeqCst);
         self.s.timer_cv.notify_all();
     }
 
     fn char_out(&mut self, sink: CharSink, bytes: &[u8]) {
         match sink {
-            CharSink::Serial(0) => self.s.serial.write(bytes),
+            CharSink::Serial(0) => self.s.output(&self.s.serial, bytes),
             CharSink::Serial(_) => {}
-            CharSink::DebugCon => self.s.debugcon.write(bytes),
+            CharSink::DebugCon => self.s.output(&self.s.debugcon, bytes),
         }
     }
 
@@ -286,6 +352,42 @@ pub(crate) mod tests {
         p.power(PowerRequest::PowerOff);
         assert!(st.stopping());
         assert_eq!(st.take_outcome().unwrap().unwrap(), DomainExit::Reset);
+    }
+
+    #[test]
+    fn output_watch_stops_the_domain_once_across_writes() {
+        let mem = GuestMemory::new(Layout::from_mib(16).unwrap()).unwrap();
+        let written = WrittenPages::new(1);
+        let mut st = PlatformState::with_clock(
+            &mem,
+            &NoIrq,
+            CharOut::Null,
+            CharOut::Null,
+            GuestClock::deterministic(),
+            Some(&written),
+        );
+        st.set_stop_on_output(b"Booting from");
+        let mut p = st.handle();
+        assert_eq!(p.now_ns(), 0);
+        assert_eq!(
+            p.wall_clock_base_ns(),
+            crate::emu::clock::DETERMINISTIC_WALL_CLOCK_BASE_NS
+        );
+        for b in b"BootBooting fro" {
+            p.char_out(CharSink::DebugCon, &[*b]);
+        }
+        assert!(!st.stopping());
+        p.char_out(CharSink::Serial(0), b"m Hard Disk");
+        assert!(st.stopping());
+        assert_eq!(
+            st.take_outcome().unwrap().unwrap(),
+            DomainExit::OutputMatched
+        );
+        // DMA writes are reported to the emu CPUs.
+        p.dma_write(0x3ffe, &[0; 4]).unwrap();
+        let mut pages = Vec::new();
+        written.take(0, &mut |pg| pages.push(pg));
+        assert_eq!(pages, [0x3000, 0x4000]);
     }
 
     /// A guest that writes SLP_TYP=S3|SLP_EN to PM1a_CNT in a loop gets one host warning,

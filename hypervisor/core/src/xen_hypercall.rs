@@ -8,9 +8,11 @@
 //!   signature at 0x40000100 (with KVM's feature leaf at 0x40000101), so Linux, which
 //!   keeps the hypervisor with the highest base, picks KVM over Xen (§1.9).
 //! * Hypercall page: a write of `gpa | index` to [`HYPERCALL_MSR`] fills the 4 KiB page at
-//!   `gpa` with 32-byte stubs; stub `k` is `mov eax, k; out HYPERCALL_PORT, eax; ret`.
-//!   `vmcall` cannot be used on KVM (it answers unknown hypercalls itself).
-//! * On the OUT, [`hypercall`] reads the registers (32-bit guests: EBX, ECX, EDX, ESI,
+//!   `gpa` with 32-byte stubs ([`StubKind`]). On `kvm` stub `k` is
+//!   `mov eax, k; out HYPERCALL_PORT, eax; ret`: `vmcall` cannot be used there (KVM
+//!   answers unknown hypercalls itself). On `emu` it is `mov eax, k; vmcall; ret`, which
+//!   the software CPU hands to the hypervisor directly (no port, no device model).
+//! * On the OUT (or VMCALL), [`hypercall`] reads the registers (32-bit guests: EBX, ECX, EDX, ESI,
 //!   EDI; 64-bit guests: RDI, RSI, RDX, R10, R8), performs the call and returns the result
 //!   in RAX. Guest buffers are only accessed by guest-physical address (paging off) and
 //!   through the bounds-checked [`GuestMemory`] accessors; with paging on, calls that
@@ -111,28 +113,46 @@ pub fn is_hypervisor_leaf(function: u32) -> bool {
     function & 0xffff_0000 == 0x4000_0000
 }
 
+/// How a hypercall stub enters the hypervisor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StubKind {
+    /// `out HYPERCALL_PORT, eax` (E7 ib): the `kvm` backend, where the OUT exits to us.
+    PortOut,
+    /// `vmcall` (0F 01 C1): the `emu` backend, whose CPU calls `Bus::hypercall`.
+    Vmcall,
+}
+
 /// The contents of the hypercall page: 128 stubs of 32 bytes, stub `k` =
-/// `mov eax, k` (B8 imm32), `out HYPERCALL_PORT, eax` (E7 ib), `ret` (C3), padded with
+/// `mov eax, k` (B8 imm32), the entry instruction of `kind`, `ret` (C3), padded with
 /// `int3`.
-pub fn hypercall_page() -> [u8; PAGE_SIZE] {
+pub fn hypercall_page(kind: StubKind) -> [u8; PAGE_SIZE] {
     let mut p = [0xccu8; PAGE_SIZE];
     for (k, stub) in p.chunks_exact_mut(HYPERCALL_PAGE_STRIDE).enumerate() {
         stub[0] = 0xb8;
         stub[1..5].copy_from_slice(&(k as u32).to_le_bytes());
-        stub[5] = 0xe7;
-        stub[6] = HYPERCALL_PORT as u8;
-        stub[7] = 0xc3;
+        match kind {
+            StubKind::PortOut => {
+                stub[5] = 0xe7;
+                stub[6] = HYPERCALL_PORT as u8;
+                stub[7] = 0xc3;
+            }
+            StubKind::Vmcall => {
+                stub[5..8].copy_from_slice(&[0x0f, 0x01, 0xc1]);
+                stub[8] = 0xc3;
+            }
+        }
     }
     p
 }
 
-/// The guest wrote `value` to [`HYPERCALL_MSR`]: fill the page. `false` = refuse the
-/// write (#GP): a page index other than 0, or the page is not guest RAM.
-pub fn write_hypercall_msr(mem: &GuestMemory, value: u64) -> bool {
+/// The guest wrote `value` to [`HYPERCALL_MSR`]: fill the page with `kind` stubs.
+/// `false` = refuse the write (#GP): a page index other than 0, or the page is not
+/// guest RAM.
+pub fn write_hypercall_msr(mem: &GuestMemory, value: u64, kind: StubKind) -> bool {
     if value & 0xfff != 0 {
         return false;
     }
-    mem.write(value & !0xfff, &hypercall_page()).is_ok()
+    mem.write(value & !0xfff, &hypercall_page(kind)).is_ok()
 }
 
 /// The registers a hypercall reads and writes.
@@ -222,20 +242,41 @@ mod tests {
 
     #[test]
     fn page_and_msr() {
-        let p = hypercall_page();
+        let p = hypercall_page(StubKind::PortOut);
         assert_eq!(
             &p[17 * 32..17 * 32 + 8],
             &[0xb8, 17, 0, 0, 0, 0xe7, 0xea, 0xc3]
         );
         let m = mem();
-        assert!(write_hypercall_msr(&m, 0x20_0000));
+        assert!(write_hypercall_msr(&m, 0x20_0000, StubKind::PortOut));
         let mut b = [0u8; 8];
         m.read(0x20_0000 + 32, &mut b).unwrap();
         assert_eq!(b, [0xb8, 1, 0, 0, 0, 0xe7, 0xea, 0xc3]);
-        assert!(!write_hypercall_msr(&m, 0x20_0001), "second page index");
-        assert!(!write_hypercall_msr(&m, 0xa_0000), "VGA hole");
-        assert!(!write_hypercall_msr(&m, 0xffff_f000), "beyond RAM");
-        assert!(!write_hypercall_msr(&m, u64::MAX & !0xfff));
+        for kind in [StubKind::PortOut, StubKind::Vmcall] {
+            assert!(
+                !write_hypercall_msr(&m, 0x20_0001, kind),
+                "second page index"
+            );
+            assert!(!write_hypercall_msr(&m, 0xa_0000, kind), "VGA hole");
+            assert!(!write_hypercall_msr(&m, 0xffff_f000, kind), "beyond RAM");
+            assert!(!write_hypercall_msr(&m, u64::MAX & !0xfff, kind));
+        }
+    }
+
+    /// The emu stubs: `mov eax, k; vmcall; ret`, then int3 padding to the next stub.
+    #[test]
+    fn vmcall_page() {
+        let p = hypercall_page(StubKind::Vmcall);
+        for k in [0usize, 17, 127] {
+            let s = &p[k * 32..k * 32 + 32];
+            assert_eq!(&s[..9], &[0xb8, k as u8, 0, 0, 0, 0x0f, 0x01, 0xc1, 0xc3]);
+            assert!(s[9..].iter().all(|&b| b == 0xcc), "stub {k}: {s:02x?}");
+        }
+        let m = mem();
+        assert!(write_hypercall_msr(&m, 0x30_0000, StubKind::Vmcall));
+        let mut b = [0u8; 9];
+        m.read(0x30_0000 + 2 * 32, &mut b).unwrap();
+        assert_eq!(b, [0xb8, 2, 0, 0, 0, 0x0f, 0x01, 0xc1, 0xc3]);
     }
 
     #[test]

@@ -92,6 +92,8 @@ fn config(tmp: &Tmp, payload: &[u8], vcpus: u32) -> DomainConfig {
         cmdline: String::new(),
         serial: CharTarget::File(tmp.0.join("com1.log")),
         debugcon: CharTarget::Null,
+        deterministic: false,
+        stop_on_output: None,
     }
 }
 
