@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use chassis_devices::profile::Profile;
+
 /// The workspace root (the directory holding `Makefile` and `target/`).
 pub fn repo_root() -> PathBuf {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -19,9 +21,18 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `<repo>/target/release/chassis`; panics with a hint when it has not been built.
+/// The release `chassis` binary: `$CHASSIS_BIN` if set, else
+/// `$CARGO_TARGET_DIR/release/chassis` if that variable is set (a shared build
+/// directory), else `<repo>/target/release/chassis`. Panics with a hint when it has not
+/// been built.
 pub fn chassis_bin() -> PathBuf {
-    let bin = repo_root().join("target/release/chassis");
+    let bin = if let Some(b) = std::env::var_os("CHASSIS_BIN").filter(|v| !v.is_empty()) {
+        PathBuf::from(b)
+    } else if let Some(t) = std::env::var_os("CARGO_TARGET_DIR").filter(|v| !v.is_empty()) {
+        PathBuf::from(t).join("release/chassis")
+    } else {
+        repo_root().join("target/release/chassis")
+    };
     if !bin.is_file() {
         panic!(
             "{} not found: run `make build` first (the integration tests use the release build)",
@@ -38,6 +49,20 @@ pub fn kvm_usable() -> bool {
         .write(true)
         .open("/dev/kvm")
         .is_ok()
+}
+
+/// Print a loud skip notice and return true if the emu CPU core is not in this build
+/// (`hypervisor_emu::AVAILABLE`, as the `chassis` binary was built from the same tree).
+pub fn skip_without_emu(test: &str) -> bool {
+    if hypervisor_emu::AVAILABLE {
+        return false;
+    }
+    eprintln!();
+    eprintln!("**********************************************************************");
+    eprintln!("SKIPPED: {test}: the emu CPU core is not available in this build");
+    eprintln!("**********************************************************************");
+    eprintln!();
+    true
 }
 
 /// Print a loud skip notice on stderr (visible with `--nocapture` and in CI logs of
@@ -327,6 +352,153 @@ pub fn format_pci(devfn: u8, ident: &chassis_devices::pci::PciIdent, irq: Option
         pin,
         irq.map_or("-".to_string(), |i| i.to_string())
     )
+}
+
+/// The firmware's last line in its diagnostic boot.
+pub const POWER_OFF_LINE: &str = "chassis-firmware: diagnostic boot done, powering off";
+/// The ACPI tables the diagnostic boot must list.
+pub const ACPI_TABLES: [&str; 3] = ["FACP", "DSDT", "APIC"];
+
+/// Boot one profile's diagnostic firmware through `chassis create` on `cpu_backend`
+/// (`extra` = more config lines, e.g. `deterministic = 1`); returns the problems found
+/// (empty = pass). The COM1 log must list exactly the profile's PCI functions, the ACPI
+/// tables, and end with the power-off line; `chassis` must exit 0.
+pub fn check_diagnostic_boot(
+    profile: &Profile,
+    cpu_backend: &str,
+    extra: &str,
+    timeout: Duration,
+) -> Vec<String> {
+    let tmp = TempDir::new(&format!("{}-{cpu_backend}", profile.name));
+    let log_path = tmp.path().join("com1.log");
+    let cfg_path = tmp.path().join("diag.cfg");
+    let cfg = format!(
+        "# written by chassis-tests (check_diagnostic_boot)\n\
+         name = \"diag-{name}\"\n\
+         type = \"hvm\"\n\
+         memory = {memory}\n\
+         vcpus = 1\n\
+         serial = \"file:{log}\"\n\
+         on_poweroff = \"destroy\"\n\
+         device_model_version = \"{name}\"\n\
+         cpu_backend = \"{cpu_backend}\"\n\
+         {extra}\n",
+        name = profile.name,
+        log = log_path.display(),
+        // emu: small and fast; kvm: what the kvm test always used.
+        memory = if cpu_backend == "emu" { 128 } else { 256 },
+    );
+    fs::write(&cfg_path, cfg).expect("write config");
+
+    let run = chassis_create(&cfg_path, timeout);
+    let mut problems = Vec::new();
+    let log = fs::read_to_string(&log_path).unwrap_or_else(|e| {
+        problems.push(format!(
+            "cannot read the COM1 log {}: {e} (does chassis honour serial = \"file:...\"?)",
+            log_path.display()
+        ));
+        String::new()
+    });
+    let context = || {
+        format!(
+            "{}\n--- COM1 ({}) (tail) ---\n{}",
+            run.describe(),
+            log_path.display(),
+            tail(&log, 60)
+        )
+    };
+
+    if run.timed_out {
+        problems.push(format!(
+            "chassis did not finish within {timeout:?} (killed)"
+        ));
+    } else if !run.success() {
+        problems.push("chassis create did not exit 0".to_string());
+    }
+
+    // PCI: exactly the profile's functions, in slot order.
+    let expected: Vec<String> = profile
+        .pci_functions()
+        .iter()
+        .map(|(devfn, ident)| format_pci(*devfn, ident, None))
+        .collect();
+    let found = parse_pci_lines(&log);
+    let found_cmp: Vec<String> = found
+        .iter()
+        .map(|l| {
+            // Compare everything but the IRQ (routing is the firmware's choice).
+            let ident = chassis_devices::pci::PciIdent {
+                vendor: l.vendor,
+                device: l.device,
+                revision: l.revision,
+                class: l.class,
+                subsystem_vendor: l.subsystem_vendor,
+                subsystem: l.subsystem,
+                header_type: 0,
+                interrupt_pin: l.pin,
+            };
+            if l.bus != 0 {
+                format!("bus {:02x}: {}", l.bus, format_pci(l.devfn(), &ident, None))
+            } else {
+                format_pci(l.devfn(), &ident, None)
+            }
+        })
+        .collect();
+    if found_cmp != expected {
+        problems.push(format!(
+            "PCI functions differ from profile {}:\n  expected (irq not compared):\n    {}\n  found:\n    {}",
+            profile.name,
+            expected.join("\n    "),
+            if found_cmp.is_empty() {
+                "(no PCI lines)".to_string()
+            } else {
+                found_cmp.join("\n    ")
+            }
+        ));
+    }
+    // A function with an interrupt pin must have been routed, one without must not.
+    for l in &found {
+        if (l.pin == 0) != l.irq.is_none() {
+            problems.push(format!(
+                "PCI {:02x}:{:02x}.{}: pin {} but irq {:?}",
+                l.bus, l.dev, l.func, l.pin, l.irq
+            ));
+        }
+    }
+
+    // ACPI tables the firmware wrote.
+    for sig in ACPI_TABLES {
+        let want = format!("ACPI {sig}");
+        if !log.lines().any(|l| {
+            let l = l.trim();
+            l == want || l.starts_with(&format!("{want} "))
+        }) {
+            problems.push(format!("no `{want}` line"));
+        }
+    }
+
+    // The last thing printed is the power-off line.
+    let last = log.lines().map(str::trim).rfind(|l| !l.is_empty());
+    if last != Some(POWER_OFF_LINE) {
+        problems.push(format!(
+            "COM1 log does not end with `{POWER_OFF_LINE}` (last line: {last:?})"
+        ));
+    }
+
+    if !problems.is_empty() {
+        problems.push(context());
+        // Keep the temp dir (config + log) for inspection.
+        std::mem::forget(tmp);
+    } else {
+        eprintln!(
+            "{} on {cpu_backend}: {} PCI functions, ACPI {:?}, powered off in {:.1} s",
+            profile.name,
+            found.len(),
+            ACPI_TABLES,
+            run.elapsed.as_secs_f64()
+        );
+    }
+    problems
 }
 
 #[cfg(test)]
