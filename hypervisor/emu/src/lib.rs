@@ -47,5 +47,7 @@ pub use vcpu::{EmuVcpu, RunExit};
 pub const NOT_YET: &str =
     "the emu CPU backend is not implemented yet (planned in issue [2]); use cpu_backend = \"kvm\"";
 
-/// Whether this build has a working software CPU.
-pub const AVAILABLE: bool = true;
+/// Whether the toolstack may offer `cpu_backend = "emu"`. The CPU itself works; this
+/// flips to `true` together with hypervisor-core's Bus implementation and run loop
+/// (until then `hypervisor_core::domain::run` refuses the backend with [`NOT_YET`]).
+pub const AVAILABLE: bool = false;
