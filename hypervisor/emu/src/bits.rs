@@ -4,7 +4,7 @@ use crate::cpu::{CF, Cpu, ZF};
 use crate::exec::Exception;
 use crate::flags::{bits, mask, sext};
 use crate::mem::Memory;
-use crate::ops::{ea, op_size, read_op, write_op};
+use crate::ops::{addr_size, mem_operand, op_size, read_mem, read_op, write_mem, write_op};
 use iced_x86::{Instruction, Mnemonic, OpKind};
 
 /// BT*: CF := selected bit; BTS/BTR/BTC then set/clear/complement it. OF/SF/AF/PF are
@@ -26,8 +26,14 @@ pub(crate) fn bt(
     let (val, bit, addr) = if i.op0_kind() == OpKind::Memory && i.op1_kind() == OpKind::Register {
         let soff = sext(off, size) as i64;
         let unit = soff >> nb.trailing_zeros();
-        let a = ea(cpu, i)?.wrapping_add((unit as u64).wrapping_mul(size as u64));
-        (mem.read_sized(a, size)?, (soff as u64) & (nb - 1), Some(a))
+        let (s, off) = mem_operand(cpu, i)?;
+        let a = off.wrapping_add((unit as u64).wrapping_mul(size as u64))
+            & crate::flags::mask(addr_size(cpu, i));
+        (
+            read_mem(cpu, mem, s, a, size)?,
+            (soff as u64) & (nb - 1),
+            Some((s, a)),
+        )
     } else {
         (read_op(cpu, mem, i, 0)? & mask(size), off & (nb - 1), None)
     };
@@ -40,7 +46,7 @@ pub(crate) fn bt(
     };
     if m != Mnemonic::Bt {
         match addr {
-            Some(a) => mem.write_sized(a, size, new)?,
+            Some((s, a)) => write_mem(cpu, mem, s, a, size, new)?,
             None => write_op(cpu, mem, i, 0, new)?,
         }
     }

@@ -1,41 +1,53 @@
 //! The `emu` backend: a software x86-64 CPU (issue [2]).
 //!
-//! What exists today is the 64-bit-mode integer core: register state ([`cpu`]), a guest
-//! linear-memory trait ([`mem`]) and an interpreter that executes one decoded
-//! instruction at a time ([`exec`]), with the instruction families split by file
-//! (`alu`, `shift`, `muldiv`, `bits`, `string`, `flags`). Decoding (`iced-x86`) is kept
-//! separate from execution ([`exec::decode_at`] / [`exec::execute`]) so a decoded-code
-//! cache keyed by physical page can sit between them later. There is no run loop, no
-//! paging, no real/protected mode and no exception delivery yet, so the hypervisor core
-//! still refuses `cpu_backend = "emu"`: [`AVAILABLE`] stays `false`.
+//! Real mode, 16/32-bit protected mode and long mode; paging (2-level, PAE, 4-level) with
+//! a TLB; exception and interrupt delivery; the integer and system instructions
+//! firmware, SeaBIOS and Linux use. Files, one concern each:
+//! [`cpu`] (register state and mode), `seg` (descriptors, segment loads), `mmu`
+//! (paging, TLB), `ops` (operands, segmented memory, stack), [`exec`] (decode,
+//! dispatch), the integer families (`alu`, `shift`, `muldiv`, `bits`, `string`,
+//! `flags`, `legacy`), `far` (far transfers), `interrupt` (delivery, IRET), `system`
+//! (privileged and I/O instructions), `msr`, `decode_cache`, [`vcpu`] (the run loop),
+//! [`bus`] (what the CPU needs from the machine) and [`mem`] (the physical memory and
+//! platform trait the interpreter runs against).
 //!
 //! The interpreter never panics on any instruction bytes: anything it does not
-//! implement is [`exec::Exception::InvalidOpcode`].
+//! implement is #UD delivered to the guest.
 #![forbid(unsafe_code)]
 
 mod alu;
 mod bits;
 pub mod bus;
 pub mod cpu;
+mod decode_cache;
 pub mod exec;
+mod far;
 mod flags;
 pub mod fpu;
+mod interrupt;
+mod legacy;
 pub mod mem;
+pub mod mmu;
+mod msr;
 mod muldiv;
-mod ops;
+pub mod ops;
+mod seg;
 mod shift;
 mod string;
+mod system;
 pub mod vcpu;
 
 pub use bus::Bus;
 pub use cpu::Cpu;
-pub use vcpu::{EmuVcpu, RunExit};
 pub use exec::{Exception, execute, step};
 pub use mem::{Fault, FlatMemory, Memory};
+pub use vcpu::{EmuVcpu, RunExit};
 
-/// Why the emu backend cannot run a guest yet.
+/// Why the emu backend cannot run a guest (kept for callers; see [`AVAILABLE`]).
 pub const NOT_YET: &str =
     "the emu CPU backend is not implemented yet (planned in issue [2]); use cpu_backend = \"kvm\"";
 
-/// Whether this build has a working software CPU.
+/// Whether the toolstack may offer `cpu_backend = "emu"`. The CPU itself works; this
+/// flips to `true` together with hypervisor-core's Bus implementation and run loop
+/// (until then `hypervisor_core::domain::run` refuses the backend with [`NOT_YET`]).
 pub const AVAILABLE: bool = false;

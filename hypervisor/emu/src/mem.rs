@@ -1,20 +1,52 @@
-//! Guest-linear memory access.
+//! The machine as the interpreter sees it: guest-PHYSICAL memory plus the platform
+//! services instructions reach (ports, CPUID, MSRs, TSC, hypercalls).
+//!
+//! Segmentation and paging sit in front of this (`ops`, `mmu`). The run loop implements
+//! [`Memory`] over a [`crate::Bus`]; tests implement just `read`/`write` over flat
+//! buffers and get the defaults for the platform calls.
 
-/// A failed access: the linear address and whether it was a write. Paging will turn
-/// this into #PF (or #GP for non-canonical addresses); today it surfaces as
-/// [`crate::Exception::PageFault`].
+/// A physical access the memory does not back (only test memories produce it: over a
+/// `Bus` every address is RAM or MMIO).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fault {
     pub addr: u64,
     pub write: bool,
 }
 
-/// Guest-linear memory as seen by the interpreter. Multi-byte values are little-endian.
+/// Guest-physical memory and the platform. Multi-byte values are little-endian.
 pub trait Memory {
-    /// Fill `buf` from `addr`. On failure nothing useful is in `buf`.
+    /// Fill `buf` from physical `addr`.
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), Fault>;
-    /// Store `buf` at `addr`. On failure nothing was stored.
+    /// Store `buf` at physical `addr`. On failure nothing was stored.
     fn write(&mut self, addr: u64, buf: &[u8]) -> Result<(), Fault>;
+
+    /// Instruction fetch: like `read`, plus whether the bytes are RAM (and so may be
+    /// cached decoded).
+    fn fetch(&mut self, addr: u64, buf: &mut [u8]) -> Result<bool, Fault> {
+        self.read(addr, buf).map(|()| true)
+    }
+    /// IN: `size` is 1, 2 or 4. Default: nothing there (all ones).
+    fn pio_in(&mut self, _port: u16, _size: u8) -> u32 {
+        u32::MAX
+    }
+    fn pio_out(&mut self, _port: u16, _size: u8, _value: u32) {}
+    fn cpuid(&mut self, _leaf: u32, _subleaf: u32) -> [u32; 4] {
+        [0; 4]
+    }
+    /// An MSR the CPU does not own. `None` = #GP(0).
+    fn rdmsr(&mut self, _msr: u32) -> Option<u64> {
+        None
+    }
+    fn wrmsr(&mut self, _msr: u32, _value: u64) -> bool {
+        false
+    }
+    fn tsc(&mut self) -> u64 {
+        0
+    }
+    /// VMCALL/VMMCALL. `false` = no hypervisor here (#UD).
+    fn hypercall(&mut self, _gpr: &mut [u64; 16], _long_mode: bool) -> bool {
+        false
+    }
 
     fn read_u8(&mut self, addr: u64) -> Result<u8, Fault> {
         let mut b = [0u8; 1];

@@ -1,15 +1,17 @@
-//! MOVS/STOS/LODS/SCAS/CMPS with REP/REPE/REPNE, DF, and 64- or 32-bit addressing.
+//! MOVS/STOS/LODS/SCAS/CMPS/INS/OUTS with REP/REPE/REPNE, DF, 16-, 32- or 64-bit
+//! addressing (rSI/rDI/rCX of the address size), DS:rSI overridable, ES:rDI not.
 //!
 //! A REP instruction runs at most [`MAX_ITERATIONS`] iterations per call; if it is not
 //! finished RIP is left on the instruction so the caller can take interrupts and call
 //! again (as hardware does between iterations). A fault in iteration k keeps the
 //! k-1 iterations done before it, with RIP on the instruction.
 
-use crate::cpu::{Cpu, DF, RAX, RCX, RDI, RSI, STATUS, ZF};
+use crate::cpu::{Cpu, DF, ES, RAX, RCX, RDI, RDX, RSI, STATUS, ZF};
 use crate::exec::{Exception, write_sized_gpr};
 use crate::flags::{mask, sub};
 use crate::mem::Memory;
-use crate::ops::seg_base;
+use crate::ops::{read_mem, sreg_index, write_mem};
+use crate::system::{port_in, port_out};
 use iced_x86::{Code, Instruction, OpKind};
 
 pub const MAX_ITERATIONS: u64 = 4096;
@@ -21,6 +23,8 @@ enum Op {
     Lods,
     Scas,
     Cmps,
+    Ins,
+    Outs,
 }
 
 fn classify(i: &Instruction) -> Option<(Op, usize)> {
@@ -46,6 +50,12 @@ fn classify(i: &Instruction) -> Option<(Op, usize)> {
         Cmpsw_m16_m16 => (Op::Cmps, 2),
         Cmpsd_m32_m32 => (Op::Cmps, 4),
         Cmpsq_m64_m64 => (Op::Cmps, 8),
+        Insb_m8_DX => (Op::Ins, 1),
+        Insw_m16_DX => (Op::Ins, 2),
+        Insd_m32_DX => (Op::Ins, 4),
+        Outsb_DX_m8 => (Op::Outs, 1),
+        Outsw_DX_m16 => (Op::Outs, 2),
+        Outsd_DX_m32 => (Op::Outs, 4),
         _ => return None,
     })
 }
@@ -56,17 +66,21 @@ pub(crate) fn is_string(i: &Instruction) -> bool {
 
 pub(crate) fn exec(cpu: &mut Cpu, mem: &mut dyn Memory, i: &Instruction) -> Result<(), Exception> {
     let (op, size) = classify(i).ok_or(Exception::InvalidOpcode)?;
-    let addr32 = (0..i.op_count())
-        .any(|n| matches!(i.op_kind(n), OpKind::MemorySegESI | OpKind::MemoryESEDI));
-    let asz = if addr32 { 4 } else { 8 };
+    let mut asz = 8;
+    for n in 0..i.op_count() {
+        match i.op_kind(n) {
+            OpKind::MemorySegSI | OpKind::MemoryESDI => asz = 2,
+            OpKind::MemorySegESI | OpKind::MemoryESEDI => asz = 4,
+            _ => {}
+        }
+    }
     let amask = mask(asz);
     let step = if cpu.flag(DF) {
         (size as u64).wrapping_neg()
     } else {
         size as u64
     };
-    // DS:rSI may be overridden (only FS/GS have a base in 64-bit mode); ES:rDI may not.
-    let src_base = seg_base(cpu, i.memory_segment());
+    let src = sreg_index(i.memory_segment()).unwrap_or(crate::cpu::DS);
     let rep = i.has_rep_prefix() || i.has_repne_prefix();
     let compare = matches!(op, Op::Scas | Op::Cmps);
     let mut done = 0u64;
@@ -85,33 +99,47 @@ pub(crate) fn exec(cpu: &mut Cpu, mem: &mut dyn Memory, i: &Instruction) -> Resu
         let acc = cpu.gpr[RAX] & mask(size);
         match op {
             Op::Movs => {
-                let v = mem.read_sized(src_base.wrapping_add(si), size)?;
-                mem.write_sized(di, size, v)?;
+                let v = read_mem(cpu, mem, src, si, size)?;
+                write_mem(cpu, mem, ES, di, size, v)?;
                 write_sized_gpr(cpu, RSI, asz, si.wrapping_add(step));
                 write_sized_gpr(cpu, RDI, asz, di.wrapping_add(step));
             }
             Op::Stos => {
-                mem.write_sized(di, size, acc)?;
+                write_mem(cpu, mem, ES, di, size, acc)?;
                 write_sized_gpr(cpu, RDI, asz, di.wrapping_add(step));
             }
             Op::Lods => {
-                let v = mem.read_sized(src_base.wrapping_add(si), size)?;
+                let v = read_mem(cpu, mem, src, si, size)?;
                 write_sized_gpr(cpu, RAX, size, v);
                 write_sized_gpr(cpu, RSI, asz, si.wrapping_add(step));
             }
             Op::Scas => {
-                let v = mem.read_sized(di, size)?;
+                let v = read_mem(cpu, mem, ES, di, size)?;
                 let (_, f) = sub(acc, v, false, size);
                 cpu.set_flags(STATUS, f);
                 write_sized_gpr(cpu, RDI, asz, di.wrapping_add(step));
             }
             Op::Cmps => {
-                let a = mem.read_sized(src_base.wrapping_add(si), size)?;
-                let b = mem.read_sized(di, size)?;
+                let a = read_mem(cpu, mem, src, si, size)?;
+                let b = read_mem(cpu, mem, ES, di, size)?;
                 let (_, f) = sub(a, b, false, size);
                 cpu.set_flags(STATUS, f);
                 write_sized_gpr(cpu, RSI, asz, si.wrapping_add(step));
                 write_sized_gpr(cpu, RDI, asz, di.wrapping_add(step));
+            }
+            Op::Ins => {
+                let port = cpu.gpr[RDX] as u16;
+                // The destination is checked before the port is read.
+                crate::ops::linear(cpu, ES, di, size, true)?;
+                let v = port_in(cpu, mem, port, size as u8)?;
+                write_mem(cpu, mem, ES, di, size, v as u64)?;
+                write_sized_gpr(cpu, RDI, asz, di.wrapping_add(step));
+            }
+            Op::Outs => {
+                let port = cpu.gpr[RDX] as u16;
+                let v = read_mem(cpu, mem, src, si, size)?;
+                port_out(cpu, mem, port, size as u8, v as u32)?;
+                write_sized_gpr(cpu, RSI, asz, si.wrapping_add(step));
             }
         }
         if !rep {

@@ -3,7 +3,13 @@
 //! or something the caller must handle happens.
 
 use crate::bus::Bus;
-use crate::cpu::Cpu;
+use crate::cpu::{CS, Cpu, IF};
+use crate::decode_cache::DecodeCache;
+use crate::exec::{self, Exception};
+use crate::interrupt::{self, Class};
+use crate::mem::{Fault, Memory};
+use crate::mmu::{self, Access};
+use crate::ops;
 
 /// Why [`EmuVcpu::run`] returned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,11 +29,179 @@ pub enum RunExit {
 pub struct EmuVcpu {
     pub cpu: Cpu,
     retired: u64,
+    cache: DecodeCache,
+    shutdown: Option<String>,
+}
+
+/// [`Memory`] over the [`Bus`]: RAM, else MMIO in naturally aligned pieces; stores
+/// drop cached code; every port/MMIO access asks whether to stop.
+struct BusMem<'a> {
+    bus: &'a mut dyn Bus,
+    t: u64,
+    stop: bool,
+    cache: &'a mut DecodeCache,
+}
+
+impl BusMem<'_> {
+    /// Split a non-RAM range into naturally aligned 1/2/4/8-byte pieces.
+    fn pieces(addr: u64, len: usize, mut f: impl FnMut(u64, core::ops::Range<usize>)) {
+        let mut p = 0usize;
+        while p < len {
+            let a = addr.wrapping_add(p as u64);
+            let mut k = 8usize;
+            while k > 1 && (k > len - p || a % k as u64 != 0) {
+                k /= 2;
+            }
+            f(a, p..p + k);
+            p += k;
+        }
+    }
+}
+
+impl Memory for BusMem<'_> {
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), Fault> {
+        if self.bus.ram_read(addr, buf) {
+            return Ok(());
+        }
+        let (bus, t) = (&mut *self.bus, self.t);
+        Self::pieces(addr, buf.len(), |a, r| {
+            let b = &mut buf[r];
+            if !bus.ram_read(a, b) {
+                bus.mmio_read(t, a, b);
+            }
+        });
+        self.stop |= self.bus.stop_requested();
+        Ok(())
+    }
+
+    fn write(&mut self, addr: u64, buf: &[u8]) -> Result<(), Fault> {
+        self.cache.written(addr, buf.len());
+        if self.bus.ram_write(addr, buf) {
+            return Ok(());
+        }
+        let (bus, t) = (&mut *self.bus, self.t);
+        Self::pieces(addr, buf.len(), |a, r| {
+            let b = &buf[r];
+            if !bus.ram_write(a, b) {
+                bus.mmio_write(t, a, b);
+            }
+        });
+        self.stop |= self.bus.stop_requested();
+        Ok(())
+    }
+
+    fn fetch(&mut self, addr: u64, buf: &mut [u8]) -> Result<bool, Fault> {
+        if self.bus.ram_read(addr, buf) {
+            return Ok(true);
+        }
+        self.read(addr, buf)?;
+        Ok(false)
+    }
+
+    fn pio_in(&mut self, port: u16, size: u8) -> u32 {
+        let v = self.bus.pio_in(self.t, port, size);
+        self.stop |= self.bus.stop_requested();
+        v
+    }
+
+    fn pio_out(&mut self, port: u16, size: u8, value: u32) {
+        self.bus.pio_out(self.t, port, size, value);
+        self.stop |= self.bus.stop_requested();
+    }
+
+    fn cpuid(&mut self, leaf: u32, subleaf: u32) -> [u32; 4] {
+        self.bus.cpuid(leaf, subleaf)
+    }
+
+    fn rdmsr(&mut self, msr: u32) -> Option<u64> {
+        self.bus.rdmsr(self.t, msr)
+    }
+
+    fn wrmsr(&mut self, msr: u32, value: u64) -> bool {
+        let ok = self.bus.wrmsr(self.t, msr, value);
+        self.stop |= self.bus.stop_requested();
+        ok
+    }
+
+    fn tsc(&mut self) -> u64 {
+        self.bus.tsc(self.t)
+    }
+
+    fn hypercall(&mut self, gpr: &mut [u64; 16], long_mode: bool) -> bool {
+        self.bus.hypercall(self.t, gpr, long_mode);
+        self.stop |= self.bus.stop_requested();
+        true
+    }
+}
+
+/// Bound on exceptions raised while delivering one event (then: triple fault).
+const MAX_NESTED: usize = 4;
+
+/// Deliver an event, turning faults during delivery into #DF and a fault during #DF
+/// delivery into a triple fault (`Err` = the shutdown reason).
+fn raise(
+    cpu: &mut Cpu,
+    mem: &mut dyn Memory,
+    mut vector: u8,
+    mut code: Option<u32>,
+    mut soft: bool,
+    mut cls: Class,
+) -> Result<(), String> {
+    let mut history = String::new();
+    for _ in 0..MAX_NESTED {
+        match interrupt::deliver(cpu, mem, vector, code, soft) {
+            Ok(()) => return Ok(()),
+            Err(Exception::Unsupported(why)) => return Err(why.to_string()),
+            Err(e2) => {
+                use core::fmt::Write;
+                let _ = write!(history, "vector {vector} -> {e2:?}; ");
+                if cls == Class::DoubleFault {
+                    return Err(format!("triple fault: {history}"));
+                }
+                let c2 = interrupt::class(&e2);
+                if let Exception::PageFault { addr, .. } = e2 {
+                    cpu.cr2 = addr;
+                }
+                if interrupt::is_double(cls, c2) {
+                    vector = 8;
+                    code = Some(0);
+                    cls = Class::DoubleFault;
+                } else {
+                    vector = e2.vector().unwrap_or(13);
+                    code = e2.error_code();
+                    cls = c2;
+                }
+                soft = false;
+            }
+        }
+    }
+    Err(format!("triple fault (nested delivery bound): {history}"))
+}
+
+/// Deliver an exception raised by an instruction (RIP at the instruction, or after it
+/// for software interrupts).
+fn raise_exception(cpu: &mut Cpu, mem: &mut dyn Memory, e: Exception) -> Result<(), String> {
+    match e {
+        Exception::Unsupported(why) => Err(why.to_string()),
+        Exception::SoftInt(v) => raise(cpu, mem, v, None, v != 1, Class::Benign),
+        _ => {
+            if let Exception::PageFault { addr, .. } = e {
+                cpu.cr2 = addr;
+            }
+            let v = e.vector().unwrap_or(13);
+            raise(cpu, mem, v, e.error_code(), false, interrupt::class(&e))
+        }
+    }
 }
 
 impl EmuVcpu {
     pub fn new(cpu: Cpu) -> Self {
-        EmuVcpu { cpu, retired: 0 }
+        EmuVcpu {
+            cpu,
+            retired: 0,
+            cache: DecodeCache::default(),
+            shutdown: None,
+        }
     }
 
     /// Instructions retired so far (the `t` of every [`Bus`] call).
@@ -35,17 +209,145 @@ impl EmuVcpu {
         self.retired
     }
 
+    /// Drop all decoded code (e.g. after the caller rewrote guest memory wholesale).
+    pub fn flush_code_cache(&mut self) {
+        self.cache.clear();
+    }
+
     /// Run at most `budget` instructions.
     pub fn run(&mut self, bus: &mut dyn Bus, budget: u64) -> RunExit {
-        let _ = (bus, budget);
-        RunExit::Shutdown(crate::NOT_YET.into())
+        if let Some(s) = &self.shutdown {
+            return RunExit::Shutdown(s.clone());
+        }
+        let cache = &mut self.cache;
+        bus.take_written_code_pages(&mut |p| cache.invalidate(p));
+        let mut m = BusMem {
+            bus,
+            t: self.retired,
+            stop: false,
+            cache: &mut self.cache,
+        };
+        let cpu = &mut self.cpu;
+        let mut retired = self.retired;
+        let end = retired.saturating_add(budget);
+        let exit = loop {
+            if retired >= end {
+                break RunExit::Budget;
+            }
+            m.t = retired;
+            if cpu.rflags & IF != 0 && !cpu.shadow && m.bus.interrupt_pending(retired) {
+                if let Some(v) = m.bus.acknowledge_interrupt(retired) {
+                    cpu.halted = false;
+                    if let Err(why) = raise(cpu, &mut m, v, None, false, Class::Benign) {
+                        break RunExit::Shutdown(why);
+                    }
+                }
+            }
+            if cpu.halted {
+                break RunExit::Halted {
+                    interrupts_enabled: cpu.rflags & IF != 0,
+                };
+            }
+            cpu.shadow = false;
+            let r = match fetch(cpu, &mut m) {
+                Ok(i) => {
+                    let r = exec::execute(cpu, &mut m, &i);
+                    match r {
+                        Err(Exception::SoftInt(_)) => {
+                            // A trap: the return address is the next instruction.
+                            cpu.rip = i.next_ip() & cpu.ip_mask();
+                            retired += 1;
+                        }
+                        Ok(()) => retired += 1,
+                        Err(_) => {}
+                    }
+                    r
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = r {
+                if let Err(why) = raise_exception(cpu, &mut m, e) {
+                    break RunExit::Shutdown(why);
+                }
+            }
+            if m.stop {
+                break RunExit::Stopped;
+            }
+        };
+        self.retired = retired;
+        if let RunExit::Shutdown(why) = &exit {
+            let s = format!("{why}; {}", summary(&self.cpu));
+            self.shutdown = Some(s.clone());
+            return RunExit::Shutdown(s);
+        }
+        exit
     }
 
     /// Where the vCPU is, for crash reports: RIP, CS, mode, CR0/CR3/CR4, EFER, RFLAGS.
     pub fn summary(&self) -> String {
-        format!(
-            "rip={:#x} rflags={:#x} cr0={:#x} cr3={:#x} cr4={:#x} efer={:#x}",
-            self.cpu.rip, self.cpu.rflags, self.cpu.cr0, self.cpu.cr3, self.cpu.cr4, self.cpu.efer
-        )
+        summary(&self.cpu)
     }
+}
+
+/// The instruction at CS:RIP, from the decode cache when possible.
+#[inline]
+fn fetch(cpu: &mut Cpu, m: &mut BusMem<'_>) -> Result<iced_x86::Instruction, Exception> {
+    let bitness = cpu.bitness();
+    let lin = ops::code_linear(cpu, cpu.rip)?;
+    let user = cpu.cpl() == 3;
+    let phys = mmu::translate(cpu, m, lin, Access::Exec, user)?;
+    if let Some(i) = m.cache.lookup(phys, bitness, cpu.rip) {
+        return Ok(*i);
+    }
+    let f = exec::fetch_decode(cpu, m)?;
+    if f.cacheable {
+        m.cache.insert(f.phys, bitness, f.instr);
+    }
+    Ok(f.instr)
+}
+
+fn summary(c: &Cpu) -> String {
+    let mode = if !c.protected() {
+        "real"
+    } else if c.mode64() {
+        "64-bit"
+    } else if c.long_mode() {
+        "compat"
+    } else if c.bitness() == 32 {
+        "pm32"
+    } else {
+        "pm16"
+    };
+    format!(
+        "mode={mode} cs={:#06x}:{:#x} (base {:#x}) rflags={:#x} cpl={} \
+         rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x} rbp={:#x} rsp={:#x} \
+         ss={:#06x} ds={:#06x} es={:#06x} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x} \
+         gdtr={:#x}/{:#x} idtr={:#x}/{:#x} tr={:#06x}",
+        c.seg[CS].selector,
+        c.rip,
+        c.seg[CS].base,
+        c.rflags,
+        c.cpl(),
+        c.gpr[0],
+        c.gpr[3],
+        c.gpr[1],
+        c.gpr[2],
+        c.gpr[6],
+        c.gpr[7],
+        c.gpr[5],
+        c.gpr[4],
+        c.seg[crate::cpu::SS].selector,
+        c.seg[crate::cpu::DS].selector,
+        c.seg[crate::cpu::ES].selector,
+        c.cr0,
+        c.cr2,
+        c.cr3,
+        c.cr4,
+        c.efer,
+        c.gdtr.base,
+        c.gdtr.limit,
+        c.idtr.base,
+        c.idtr.limit,
+        c.tr.selector,
+    )
 }

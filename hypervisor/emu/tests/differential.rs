@@ -112,8 +112,9 @@ fn exc_name(e: Exception) -> &'static str {
     match e {
         Exception::DivideError => "#DE",
         Exception::InvalidOpcode => "#UD",
-        Exception::GeneralProtection => "#GP",
-        Exception::PageFault(_) => "memfault",
+        Exception::GeneralProtection(_) => "#GP",
+        Exception::Unbacked(_) => "memfault",
+        _ => "other",
     }
 }
 
@@ -429,7 +430,7 @@ fn interpret(case: &Case, code_addr: u64, data_addr: u64) -> InterpResult {
                 tainted,
             };
         }
-        let i = match exec::decode_at(&c, &mut mem) {
+        let i = match exec::decode_at(&mut c, &mut mem) {
             Ok(i) => i,
             Err(e) => {
                 return InterpResult {

@@ -104,7 +104,7 @@ fn indirect_jmp_and_call() {
 fn rip_relative_and_fs_based_operands() {
     // lea rax, [rip+0x10]; mov rcx, fs:[rbx] (64 48 8b 0b)
     let (mut cpu, mut mem) = setup(&[0x48, 0x8d, 0x05, 0x10, 0, 0, 0, 0x64, 0x48, 0x8b, 0x0b]);
-    cpu.fs_base = 0x4000;
+    cpu.seg[hypervisor_emu::cpu::FS].base = 0x4000;
     cpu.gpr[RBX] = 0x10;
     mem.write_u64(0x4010, 0xfeed_f00d).unwrap();
     run(&mut cpu, &mut mem, 2);
@@ -139,8 +139,10 @@ fn lock_prefix_rules() {
 fn unimplemented_and_invalid_are_ud_without_side_effects() {
     for code in [
         &[0x0f, 0x0b][..],
-        &[0x0f, 0xa2],
-        &[0xf4],
+        // RDRAND, XGETBV: not offered.
+        &[0x0f, 0xc7, 0xf0],
+        &[0x0f, 0x01, 0xd0],
+        // SYSCALL with EFER.SCE = 0.
         &[0x0f, 0x05],
         &[0x66, 0x0f, 0xef, 0xc0],
         &[0xd9, 0xe8],
@@ -166,7 +168,7 @@ fn faults_leave_state_unchanged() {
         let before = cpu.clone();
         assert_eq!(
             step(&mut cpu, &mut mem),
-            Err(Exception::PageFault(Fault {
+            Err(Exception::Unbacked(Fault {
                 addr: 0xdead_0000,
                 write: false
             }))
@@ -209,7 +211,7 @@ fn rep_movs_fault_keeps_completed_iterations() {
     cpu.gpr[RDI] = end - 16;
     let r = step(&mut cpu, &mut mem);
     assert!(
-        matches!(r, Err(Exception::PageFault(Fault { write: true, .. }))),
+        matches!(r, Err(Exception::Unbacked(Fault { write: true, .. }))),
         "{r:?}"
     );
     assert_eq!(cpu.rip, BASE);
@@ -226,7 +228,7 @@ fn fetch_fault_at_end_of_memory() {
     cpu.rip = end - 2;
     assert_eq!(
         step(&mut cpu, &mut mem),
-        Err(Exception::PageFault(Fault {
+        Err(Exception::Unbacked(Fault {
             addr: end,
             write: false
         }))

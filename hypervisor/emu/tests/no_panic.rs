@@ -40,7 +40,7 @@ fn random_bytes_never_panic() {
             };
         }
         cpu.rflags = 2 | (next() & 0xcd5);
-        cpu.fs_base = next() % 3 * BASE;
+        cpu.seg[hypervisor_emu::cpu::FS].base = next() % 3 * BASE;
         let at = (next() % (SIZE as u64 - 32)) as usize;
         for k in 0..32 {
             let v = next();
