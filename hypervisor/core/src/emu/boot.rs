@@ -7,29 +7,17 @@
 //! started: they wait for INIT/SIPI (SMP start-up is not implemented yet).
 
 use hypervisor_emu::EmuVcpu;
-use hypervisor_emu::cpu::{Cpu, RBX};
-
-/// CR0.PE | CR0.ET.
-const PVH_CR0: u64 = 0x11;
+use hypervisor_emu::cpu::Cpu;
 
 /// vCPU 0 at the PVH entry.
 pub fn pvh_vcpu(entry: u64, start_info: u64) -> EmuVcpu {
-    let mut cpu = Cpu::new();
-    cpu.rip = entry;
-    cpu.gpr[RBX] = start_info;
-    cpu.cr0 = PVH_CR0;
-    cpu.cr3 = 0;
-    cpu.cr4 = 0;
-    cpu.efer = 0;
-    cpu.rflags = 2;
-    // The segment state (flat 32-bit CS/DS/ES/SS) is set here once the CPU models
-    // segments; today's `Cpu` carries none.
-    EmuVcpu::new(cpu)
+    EmuVcpu::new(Cpu::pvh_entry(entry, start_info))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hypervisor_emu::cpu::{CS, RBX};
 
     #[test]
     fn pvh_entry_registers() {
@@ -39,5 +27,7 @@ mod tests {
         assert_eq!(v.cpu.cr0, 0x11);
         assert_eq!(v.cpu.rflags, 2);
         assert_eq!(v.retired(), 0);
+        assert_eq!(v.cpu.bitness(), 32);
+        assert_eq!(v.cpu.seg[CS].selector, 8);
     }
 }

@@ -15,7 +15,8 @@
 //! an interrupt from outside, i.e. console input, if there is none). HLT with interrupts
 //! disabled: nothing can wake the vCPU (no NMI source exists, and vCPU 0 never gets
 //! INIT), so the domain stops at once as crashed with a message saying so, instead of
-//! hanging forever. A triple fault stops it as crashed with the CPU's summary.
+//! hanging forever. A CPU shutdown (triple fault, or something the CPU cannot emulate)
+//! stops it as crashed with the CPU's reason and register summary.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -113,7 +114,7 @@ pub fn run_vcpu(
             RunExit::Budget | RunExit::Stopped => {}
             RunExit::Shutdown(why) => {
                 st.finish(Ok(DomainExit::Crashed(format!(
-                    "vCPU {id}: triple fault (the CPU shut down): {why}"
+                    "vCPU {id}: CPU shutdown: {why}"
                 ))));
                 break;
             }
@@ -212,7 +213,7 @@ mod tests {
         } else {
             match outcome {
                 DomainExit::Crashed(m) => {
-                    assert!(m.starts_with("vCPU 0: triple fault"), "{m}");
+                    assert!(m.starts_with("vCPU 0: CPU shutdown: "), "{m}");
                     assert!(m.contains(hypervisor_emu::NOT_YET), "{m}");
                 }
                 o => panic!("{o:?}"),
