@@ -50,4 +50,4 @@ pub const NOT_YET: &str =
 /// Whether the toolstack may offer `cpu_backend = "emu"`. The CPU itself works; this
 /// flips to `true` together with hypervisor-core's Bus implementation and run loop
 /// (until then `hypervisor_core::domain::run` refuses the backend with [`NOT_YET`]).
-pub const AVAILABLE: bool = false;
+pub const AVAILABLE: bool = true;
