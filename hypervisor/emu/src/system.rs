@@ -213,6 +213,11 @@ pub(crate) fn port_out(
     v: u32,
 ) -> Result<(), Exception> {
     io_allowed(cpu, mem, port, size)?;
+    let v = if size >= 4 {
+        v
+    } else {
+        v & ((1u32 << (size * 8)) - 1)
+    };
     mem.pio_out(port, size, v);
     Ok(())
 }

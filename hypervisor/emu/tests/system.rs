@@ -1,0 +1,503 @@
+//! The system side through `EmuVcpu::run` and a test Bus: interrupts and exceptions in
+//! each mode, privilege changes, paging faults, double/triple faults, port I/O, the
+//! decode cache's invalidation.
+
+mod common;
+
+use common::*;
+use hypervisor_emu::cpu::*;
+use hypervisor_emu::{EmuVcpu, RunExit};
+use iced_x86::code_asm::*;
+
+const GDT: u64 = 0xc000;
+const IDT: u64 = 0x6000;
+const TSS: u64 = 0x5000;
+
+fn gate32(sel: u16, off: u32, typ: u8, dpl: u8) -> u64 {
+    (off as u64 & 0xffff)
+        | ((sel as u64) << 16)
+        | (((0x80 | (dpl << 5) | typ) as u64) << 40)
+        | (((off >> 16) as u64) << 48)
+}
+
+fn set_gate64(bus: &mut TestBus, v: u8, sel: u16, off: u64, dpl: u8, ist: u8) {
+    let lo = gate32(sel, off as u32, 0xe, dpl) | ((ist as u64) << 32);
+    bus.put_u64(IDT + v as u64 * 16, lo);
+    bus.put_u64(IDT + v as u64 * 16 + 8, off >> 32);
+}
+
+/// 32-bit flat protected mode: GDT 0x08 code0, 0x10 data0, 0x18 code3, 0x20 data3,
+/// 0x28 32-bit TSS (ESP0 = 0x9000, SS0 = 0x10); IDT at 0x6000 (empty, 256 entries).
+fn pm32(code: &[u8]) -> (TestBus, Cpu) {
+    let mut bus = TestBus::new(0x20_0000);
+    let gdt = [
+        0,
+        desc(0, 0xfffff, 0x9b, 0xc),
+        desc(0, 0xfffff, 0x93, 0xc),
+        desc(0, 0xfffff, 0xfb, 0xc),
+        desc(0, 0xfffff, 0xf3, 0xc),
+        desc(TSS as u32, 0x67, 0x89, 0),
+    ];
+    for (k, d) in gdt.iter().enumerate() {
+        bus.put_u64(GDT + 8 * k as u64, *d);
+    }
+    bus.put_u32(TSS + 4, 0x9000);
+    bus.put_u32(TSS + 8, 0x10);
+    bus.load(0x1000, code);
+    let mut c = Cpu::pvh_entry(0x1000, 0);
+    c.gdtr = Table {
+        base: GDT,
+        limit: 0x2f,
+    };
+    c.idtr = Table {
+        base: IDT,
+        limit: 0x7ff,
+    };
+    c.gpr[RSP] = 0x8000;
+    (bus, c)
+}
+
+fn run(bus: &mut TestBus, c: Cpu, budget: u64) -> (EmuVcpu, RunExit) {
+    let mut v = EmuVcpu::new(c);
+    let e = v.run(bus, budget);
+    (v, e)
+}
+
+const HALTED_CLI: RunExit = RunExit::Halted {
+    interrupts_enabled: false,
+};
+
+#[test]
+fn real_mode_external_interrupt_wakes_hlt_and_irets() {
+    let mut bus = TestBus::new(0x10_0000);
+    // IVT[8] = 0000:2000.
+    bus.put_u32(8 * 4, 0x2000);
+    let main = asm(16, 0x1000, |a| {
+        a.sti()?;
+        a.hlt()?;
+        a.mov(al, bl)?;
+        a.out(0x81, al)?;
+        a.cli()?;
+        a.hlt()
+    });
+    bus.load(0x1000, &main);
+    let handler = asm(16, 0x2000, |a| {
+        a.inc(bx)?;
+        a.out(0x20, al)?;
+        a.iret()
+    });
+    bus.load(0x2000, &handler);
+    let mut c = Cpu::reset();
+    c.seg[CS] = Segment::new(0, 0, 0xffff, 0x9b);
+    c.rip = 0x1000;
+    c.gpr[RSP] = 0x7000;
+    let mut v = EmuVcpu::new(c);
+    assert_eq!(
+        v.run(&mut bus, 1000),
+        RunExit::Halted {
+            interrupts_enabled: true
+        }
+    );
+    assert_eq!(v.retired(), 2);
+    // Still halted without an interrupt.
+    assert_eq!(
+        v.run(&mut bus, 1000),
+        RunExit::Halted {
+            interrupts_enabled: true
+        }
+    );
+    bus.irq = Some(8);
+    assert_eq!(v.run(&mut bus, 1000), HALTED_CLI, "{}", v.summary());
+    assert_eq!(bus.acks, 1);
+    assert_eq!(bus.outs, vec![(0x20, 1, 0), (0x81, 1, 1)]);
+    assert_eq!(v.cpu.gpr[RSP], 0x7000);
+    // The IRET restored IF (then CLI cleared it).
+    assert!(!v.cpu.flag(IF));
+}
+
+#[test]
+fn protected_mode_int_from_ring3_switches_to_the_tss_stack() {
+    let code = asm(32, 0x1000, |a| {
+        a.mov(ax, 0x28u32)?;
+        a.ltr(ax)?;
+        a.push(0x23)?;
+        a.push(0x8000)?;
+        a.pushfd()?;
+        a.push(0x1b)?;
+        a.push(0x2000)?;
+        a.iretd()
+    });
+    let (mut bus, c) = pm32(&code);
+    let user = asm(32, 0x2000, |a| {
+        a.mov(eax, 0x11u32)?;
+        a.int(0x80)
+    });
+    bus.load(0x2000, &user);
+    bus.put_u64(IDT + 0x80 * 8, gate32(0x08, 0x3000, 0xe, 3));
+    let handler = asm(32, 0x3000, |a| {
+        a.mov(eax, dword_ptr(esp + 4))?;
+        a.out(0x90, eax)?;
+        a.mov(eax, dword_ptr(esp + 16))?;
+        a.out(0x91, eax)?;
+        a.mov(eax, dword_ptr(esp))?;
+        a.out(0x92, eax)?;
+        a.hlt()
+    });
+    bus.load(0x3000, &handler);
+    let (v, e) = run(&mut bus, c, 1000);
+    assert_eq!(e, HALTED_CLI, "{}", v.summary());
+    assert_eq!(
+        bus.outs,
+        vec![(0x90, 4, 0x1b), (0x91, 4, 0x23), (0x92, 4, 0x2007)]
+    );
+    assert_eq!(v.cpu.gpr[RSP], 0x9000 - 20);
+    assert_eq!(v.cpu.cpl(), 0);
+    // A ring-3 INT through a DPL-0 gate is #GP(vector * 8 + 2).
+    let (mut bus, c) = pm32(&code);
+    bus.load(0x2000, &user);
+    bus.put_u64(IDT + 0x80 * 8, gate32(0x08, 0x3000, 0xe, 0));
+    bus.put_u64(IDT + 13 * 8, gate32(0x08, 0x3100, 0xe, 0));
+    let gp = asm(32, 0x3100, |a| {
+        a.pop(eax)?;
+        a.out(0x93, eax)?;
+        a.hlt()
+    });
+    bus.load(0x3100, &gp);
+    let (v, e) = run(&mut bus, c, 1000);
+    assert_eq!(e, HALTED_CLI, "{}", v.summary());
+    assert_eq!(bus.outs, vec![(0x93, 4, 0x80 * 8 + 2)]);
+}
+
+#[test]
+fn long_mode_ist_stack_and_frame() {
+    let mut bus = TestBus::new(0x20_0000);
+    let gdt = [
+        0,
+        0x00af9b000000ffffu64,
+        0x00cf93000000ffff,
+        0,
+        0,
+        desc(TSS as u32, 0x67, 0x89, 0),
+        0,
+    ];
+    for (k, d) in gdt.iter().enumerate() {
+        bus.put_u64(GDT + 8 * k as u64, *d);
+    }
+    bus.put_u64(TSS + 0x24, 0xa008); // IST1 (not 16-byte aligned: the CPU aligns)
+    set_gate64(&mut bus, 3, 0x08, 0x3000, 3, 1);
+    let code = asm(64, 0x1000, |a| {
+        a.mov(ax, 0x28u32)?;
+        a.ltr(ax)?;
+        a.int3()?;
+        a.hlt()
+    });
+    bus.load(0x1000, &code);
+    let handler = asm(64, 0x3000, |a| {
+        a.mov(rax, qword_ptr(rsp))?;
+        a.out(0x90, eax)?;
+        a.iretq()
+    });
+    bus.load(0x3000, &handler);
+    let mut c = Cpu::new();
+    c.gdtr = Table {
+        base: GDT,
+        limit: 0x37,
+    };
+    c.idtr = Table {
+        base: IDT,
+        limit: 0xfff,
+    };
+    c.rip = 0x1000;
+    c.gpr[RSP] = 0x8000;
+    let (v, e) = run(&mut bus, c, 1000);
+    assert_eq!(e, HALTED_CLI, "{}", v.summary());
+    // Return address after the INT3 (code_asm encodes `int3` as CD 03 at 0x1007).
+    assert_eq!(bus.outs, vec![(0x90, 4, 0x1009)]);
+    // Frame on the IST stack: SS, RSP, RFLAGS, CS, RIP below 0xa000.
+    assert_eq!(bus.u64_at(0xa000 - 16), 0x8000);
+    assert_eq!(bus.u64_at(0xa000 - 32), 0x08);
+    assert_eq!(v.cpu.gpr[RSP], 0x8000);
+}
+
+#[test]
+fn page_fault_error_code_cr2_and_accessed_dirty_bits() {
+    // 32-bit paging: PD at 0x20000, PT at 0x21000 identity-mapping the first MiB; the
+    // page at 0x50000 read-only.
+    let code = asm(32, 0x1000, |a| {
+        a.mov(eax, 0x20000u32)?;
+        a.mov(cr3, eax)?;
+        a.mov(eax, cr0)?;
+        a.or(eax, 0x8001_0000u32 as i32)?;
+        a.mov(cr0, eax)?;
+        a.mov(eax, dword_ptr(0x40000))?;
+        a.mov(dword_ptr(0x41000), eax)?;
+        a.mov(dword_ptr(0x50010), eax)?;
+        a.hlt()
+    });
+    let (mut bus, c) = pm32(&code);
+    bus.put_u32(0x20000, 0x21000 | 7);
+    for k in 0..256u32 {
+        let flags = if k == 0x50 { 1 } else { 3 };
+        bus.put_u32(0x21000 + 4 * k as u64, (k << 12) | flags);
+    }
+    bus.put_u64(IDT + 14 * 8, gate32(0x08, 0x3000, 0xe, 0));
+    let handler = asm(32, 0x3000, |a| {
+        a.pop(eax)?;
+        a.out(0x90, eax)?;
+        a.mov(eax, cr2)?;
+        a.out(0x91, eax)?;
+        a.hlt()
+    });
+    bus.load(0x3000, &handler);
+    let (v, e) = run(&mut bus, c, 1000);
+    assert_eq!(e, HALTED_CLI, "{}", v.summary());
+    // Present + write, supervisor.
+    assert_eq!(bus.outs, vec![(0x90, 4, 3), (0x91, 4, 0x50010)]);
+    assert_eq!(v.cpu.cr2, 0x50010);
+    assert_eq!(bus.u32_at(0x21000 + 4 * 0x40) & 0x60, 0x20, "read: A only");
+    assert_eq!(
+        bus.u32_at(0x21000 + 4 * 0x41) & 0x60,
+        0x60,
+        "write: A and D"
+    );
+    assert_eq!(
+        bus.u32_at(0x21000 + 4 * 0x50) & 0x60,
+        0,
+        "faulting write: neither"
+    );
+    assert_ne!(bus.u32_at(0x20000) & 0x20, 0, "PDE accessed");
+}
+
+#[test]
+fn null_and_out_of_limit_selector_loads_are_gp_with_selector_error_codes() {
+    for (sel, want) in [(0u16, 0u32), (0x7f8, 0x7f8), (0x08, 0x08)] {
+        // MOV SS with null, beyond the GDT limit, and with a code segment.
+        let code = asm(32, 0x1000, |a| {
+            a.mov(ax, sel as u32)?;
+            a.mov(ss, ax)?;
+            a.hlt()
+        });
+        let (mut bus, c) = pm32(&code);
+        bus.put_u64(IDT + 13 * 8, gate32(0x08, 0x3000, 0xe, 0));
+        let handler = asm(32, 0x3000, |a| {
+            a.pop(eax)?;
+            a.out(0x90, eax)?;
+            a.hlt()
+        });
+        bus.load(0x3000, &handler);
+        let (v, e) = run(&mut bus, c, 100);
+        assert_eq!(e, HALTED_CLI, "{}", v.summary());
+        assert_eq!(bus.outs, vec![(0x90, 4, want)], "selector {sel:#x}");
+    }
+    // A null DS is fine until used: then #GP(0).
+    let code = asm(32, 0x1000, |a| {
+        a.xor(eax, eax)?;
+        a.mov(ds, ax)?;
+        a.out(0x91, al)?;
+        a.mov(eax, dword_ptr(0x100))?;
+        a.hlt()
+    });
+    let (mut bus, c) = pm32(&code);
+    bus.put_u64(IDT + 13 * 8, gate32(0x08, 0x3000, 0xe, 0));
+    let handler = asm(32, 0x3000, |a| {
+        a.pop(eax)?;
+        a.out(0x90, eax)?;
+        a.hlt()
+    });
+    bus.load(0x3000, &handler);
+    let (_, e) = run(&mut bus, c, 100);
+    assert_eq!(e, HALTED_CLI);
+    assert_eq!(bus.outs, vec![(0x91, 1, 0), (0x90, 4, 0)]);
+}
+
+#[test]
+fn triple_fault_is_shutdown_with_registers() {
+    let code = asm(32, 0x1000, |a| a.ud2());
+    let (mut bus, mut c) = pm32(&code);
+    c.idtr.limit = 0;
+    let (v, e) = run(&mut bus, c, 100);
+    match e {
+        RunExit::Shutdown(s) => {
+            assert!(s.contains("triple fault"), "{s}");
+            assert!(s.contains("cs=0x0008:0x1000"), "{s}");
+        }
+        e => panic!("{e:?} {}", v.summary()),
+    }
+    // It stays shut down.
+    let mut v = v;
+    assert!(matches!(v.run(&mut bus, 10), RunExit::Shutdown(_)));
+}
+
+#[test]
+fn fault_storm_through_a_garbage_idt_ends_quickly() {
+    for (base, bitness) in [(0xffff_0000u64, 32), (0x1_0000, 32), (0xffff_0000, 64)] {
+        let code = asm(bitness, 0x1000, |a| a.ud2());
+        let (mut bus, mut c) = pm32(&code);
+        if bitness == 64 {
+            let r = c.rip;
+            c = Cpu::new();
+            c.rip = r;
+            c.gdtr = Table {
+                base: GDT,
+                limit: 0x2f,
+            };
+        }
+        // Garbage: unbacked (all ones) or pseudo-random bytes.
+        let mut s = 0x1234_5678u32;
+        for k in 0..0x1000u64 {
+            s = s.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            bus.ram[(0x1_0000 + k) as usize] = (s >> 16) as u8;
+        }
+        c.idtr = Table {
+            base,
+            limit: 0xffff,
+        };
+        let (v, e) = run(&mut bus, c, 100_000);
+        assert!(
+            matches!(e, RunExit::Shutdown(_)) || v.retired() < 100_000,
+            "{e:?}"
+        );
+    }
+}
+
+#[test]
+fn port_io_reaches_the_bus_with_ports_and_sizes() {
+    let code = asm(32, 0x1000, |a| {
+        a.mov(dx, 0x60u32)?;
+        a.in_(al, dx)?;
+        a.in_(ax, 0x61)?;
+        a.in_(eax, dx)?;
+        a.mov(ax, 0x1234u32)?;
+        a.out(0x70, ax)?;
+        a.mov(edi, 0x5100u32)?;
+        a.mov(ecx, 4u32)?;
+        a.rep().insb()?;
+        a.mov(esi, 0x5100u32)?;
+        a.mov(ecx, 2u32)?;
+        a.rep().outsw()?;
+        // An MMIO store above RAM.
+        a.mov(dword_ptr(0x30_0000), eax)?;
+        a.hlt()
+    });
+    let (mut bus, c) = pm32(&code);
+    bus.in_value = |p| 0xabcd_0000 | p as u32;
+    let (v, e) = run(&mut bus, c, 1000);
+    assert_eq!(e, HALTED_CLI, "{}", v.summary());
+    assert_eq!(
+        bus.ins,
+        vec![
+            (0x60, 1),
+            (0x61, 2),
+            (0x60, 4),
+            (0x60, 1),
+            (0x60, 1),
+            (0x60, 1),
+            (0x60, 1)
+        ]
+    );
+    assert_eq!(&bus.ram[0x5100..0x5104], &[0x60; 4]);
+    assert_eq!(
+        bus.outs,
+        vec![(0x70, 2, 0x1234), (0x60, 2, 0x6060), (0x60, 2, 0x6060)]
+    );
+    assert_eq!(bus.mmio, vec![(0x30_0000, true, 4)]);
+    assert_eq!(v.cpu.gpr[RDI], 0x5104);
+}
+
+#[test]
+fn ring3_port_access_checks_the_tss_io_bitmap() {
+    let code = asm(32, 0x1000, |a| {
+        a.mov(ax, 0x28u32)?;
+        a.ltr(ax)?;
+        a.push(0x23)?;
+        a.push(0x8000)?;
+        a.push(0x2)?;
+        a.push(0x1b)?;
+        a.push(0x2000)?;
+        a.iretd()
+    });
+    let (mut bus, c) = pm32(&code);
+    // I/O bitmap at TSS+0x68 (within a raised limit): port 0x80 allowed, 0x81 not.
+    bus.load(TSS + 0x66, &0x68u16.to_le_bytes());
+    for k in 0..0x20u64 {
+        bus.ram[(TSS + 0x68 + k) as usize] = 0xff;
+    }
+    bus.ram[(TSS + 0x68 + 0x10) as usize] = 0xfe;
+    bus.put_u64(GDT + 0x28, desc(TSS as u32, 0x68 + 0x20, 0x89, 0));
+    let user = asm(32, 0x2000, |a| {
+        a.out(0x80, al)?;
+        a.out(0x81, al)?;
+        a.hlt()
+    });
+    bus.load(0x2000, &user);
+    bus.put_u64(IDT + 13 * 8, gate32(0x08, 0x3000, 0xe, 0));
+    let handler = asm(32, 0x3000, |a| {
+        a.pop(eax)?;
+        a.pop(eax)?;
+        a.out(0x90, eax)?;
+        a.hlt()
+    });
+    bus.load(0x3000, &handler);
+    let (v, e) = run(&mut bus, c, 1000);
+    assert_eq!(e, HALTED_CLI, "{}", v.summary());
+    assert_eq!(bus.outs[0].0, 0x80);
+    // #GP at the second OUT (EIP 0x2002).
+    assert_eq!(bus.outs[1], (0x90, 4, 0x2002));
+}
+
+#[test]
+fn self_modifying_code_and_written_pages_invalidate_the_decode_cache() {
+    // mov al, 1; out 0x90, al; mov byte [0x1001], 2; dec ecx; jnz 0x1000; hlt
+    let code = asm(64, 0x1000, |a| {
+        let mut top = a.create_label();
+        a.set_label(&mut top)?;
+        a.mov(al, 1u32)?;
+        a.out(0x90, al)?;
+        a.mov(byte_ptr(0x1001), 2u32)?;
+        a.dec(ecx)?;
+        a.jnz(top)?;
+        a.out(0x91, al)?;
+        a.jmp(top)
+    });
+    let mut bus = TestBus::new(0x10_0000);
+    bus.load(0x1000, &code);
+    bus.stop_port = Some(0x91);
+    let mut c = Cpu::new();
+    c.rip = 0x1000;
+    c.gpr[RCX] = 2;
+    let mut v = EmuVcpu::new(c);
+    assert_eq!(v.run(&mut bus, 1000), RunExit::Stopped);
+    assert_eq!(bus.outs, vec![(0x90, 1, 1), (0x90, 1, 2), (0x91, 1, 2)]);
+    // Behind the CPU's back (DMA): reported through take_written_code_pages.
+    bus.ram[0x1001] = 7;
+    bus.written_code.push(0x1000);
+    bus.outs.clear();
+    v.cpu.gpr[RCX] = 1;
+    assert_eq!(v.run(&mut bus, 1000), RunExit::Stopped);
+    assert_eq!(bus.outs[0], (0x90, 1, 7));
+}
+
+#[test]
+fn hypercall_and_msrs() {
+    let code = asm(32, 0x1000, |a| {
+        a.mov(eax, 5u32)?;
+        a.vmcall()?;
+        a.mov(ecx, 0x277u32)?;
+        a.rdmsr()?;
+        a.out(0x90, eax)?;
+        a.mov(ecx, 0x10u32)?;
+        a.mov(eax, 1000u32)?;
+        a.xor(edx, edx)?;
+        a.wrmsr()?;
+        a.rdtsc()?;
+        a.out(0x91, eax)?;
+        a.hlt()
+    });
+    let (mut bus, c) = pm32(&code);
+    let (v, e) = run(&mut bus, c, 1000);
+    assert_eq!(e, HALTED_CLI, "{}", v.summary());
+    assert_eq!(bus.hypercalls, vec![5]);
+    assert_eq!(bus.outs[0], (0x90, 4, PAT_RESET as u32));
+    // TSC = bus tsc (10 per instruction) + offset set at instruction 9 to read 1000.
+    assert_eq!(bus.outs[1], (0x91, 4, 1000 + 10));
+}
