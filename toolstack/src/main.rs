@@ -234,6 +234,28 @@ fn read_config(path: &Path) -> Result<Vec<u8>, String> {
     Ok(buf)
 }
 
+/// `KEY=word` on the command line means the string "word": the shell has already eaten
+/// any quotes (`cpu_backend="emu"` arrives as `cpu_backend=emu`). Values that are
+/// numbers, quoted or lists are left to the config parser.
+fn quote_bare_word(setting: &str) -> String {
+    let Some((key, value)) = setting.split_once('=') else {
+        return setting.to_string();
+    };
+    let v = value.trim();
+    let bare = !v.is_empty()
+        && v.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '/' || c == '.')
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./:+,@".contains(c))
+        && !key.trim_end().ends_with('+');
+    if bare {
+        format!("{key}=\"{v}\"")
+    } else {
+        setting.to_string()
+    }
+}
+
 fn create(a: CreateArgs) -> Result<ExitCode, String> {
     if a.help {
         print!("{HELP}");
@@ -253,7 +275,7 @@ fn create(a: CreateArgs) -> Result<ExitCode, String> {
                  are accepted"
             ));
         }
-        cfg.parse_into("<command line>", s.as_bytes())
+        cfg.parse_into("<command line>", quote_bare_word(&s).as_bytes())
             .map_err(|e| e.to_string())?;
     }
 
@@ -361,6 +383,20 @@ mod tests {
 
     fn args(v: &[&str]) -> Vec<OsString> {
         v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn bare_words_on_the_command_line_are_strings() {
+        assert_eq!(quote_bare_word("cpu_backend=emu"), "cpu_backend=\"emu\"");
+        assert_eq!(
+            quote_bare_word("serial=file:/tmp/x.log"),
+            "serial=\"file:/tmp/x.log\""
+        );
+        assert_eq!(quote_bare_word("memory=128"), "memory=128");
+        assert_eq!(quote_bare_word("name=\"a b\""), "name=\"a b\"");
+        assert_eq!(quote_bare_word("disk=[]"), "disk=[]");
+        assert_eq!(quote_bare_word("name=a b"), "name=a b");
+        assert_eq!(quote_bare_word("deterministic=1"), "deterministic=1");
     }
 
     #[test]
