@@ -200,11 +200,27 @@ fn command_line_settings_override_the_file() {
     );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(r.stdout.contains("memory = 1024\n") && r.stdout.contains("vcpus = 2\n"));
+    // A bare word is a string there (the shell ate its quotes), checked like one.
     let r = chassis(&["create", "o.cfg", "memory=lots"], &t.0, Some(&fw));
     assert_eq!(r.code, Some(1));
     assert_eq!(
         r.stderr,
-        "chassis: error: <command line>:1:8: expected a value after '=', found the bare word 'lots' (strings need quotes: \"lots\")\n"
+        "chassis: error: <command line>:1:8: 'memory' must be a number (MiB), found a string \"lots\"\n"
+    );
+    let r = chassis(
+        &[
+            "create",
+            "-n",
+            "o.cfg",
+            "device_model_version=qemu-xen-traditional",
+        ],
+        &t.0,
+        Some(&fw),
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("device_model_version = \"qemu-xen-traditional\"\n")
     );
 }
 
@@ -251,6 +267,28 @@ fn emu_backend_refused_until_available() {
     } else {
         assert_eq!(r.code, Some(0), "{}", r.stderr);
         assert!(r.stdout.contains("cpu_backend = \"emu\""));
+    }
+}
+
+#[test]
+fn deterministic_needs_emu_and_is_rendered() {
+    let (t, fw) = setup("det");
+    t.file("d.cfg", "name = \"d\"\ntype = \"hvm\"\ndeterministic = 1\n");
+    let r = chassis(&["create", "-n", "d.cfg"], &t.0, Some(&fw));
+    assert_eq!(r.code, Some(1));
+    assert_eq!(
+        r.stderr,
+        "chassis: error: d.cfg:3:17: deterministic = 1 needs the software CPU: add cpu_backend = \"emu\" (hardware vCPUs run on host time)\n"
+    );
+    if hypervisor_emu::AVAILABLE {
+        let r = chassis(
+            &["create", "-n", "d.cfg", "cpu_backend=emu"],
+            &t.0,
+            Some(&fw),
+        );
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        assert!(r.stdout.contains("cpu_backend = \"emu\"\n"));
+        assert!(r.stdout.contains("deterministic = 1\n"));
     }
 }
 
