@@ -264,6 +264,10 @@ fn run_emu(
             s.spawn(move || guarded(st, "timer", || timer_thread(st, m)));
         }
         if cfg.serial == CharTarget::Stdout && console_input_wanted() {
+            // Set before vCPU 0 starts: it may not call a quiet guest dead while input
+            // can still arrive.
+            st.console_input
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             s.spawn(move || guarded(st, "console", || stdin_thread(st, m)));
         }
         let bsp = &mut bsp;
@@ -390,6 +394,15 @@ fn console_input_wanted() -> bool {
 
 /// Feed stdin to COM1. Polls with a timeout so it never holds up shutdown.
 fn stdin_thread(state: &PlatformState, machine: &Mutex<Machine>) {
+    struct Closed<'s, 'a>(&'s PlatformState<'a>);
+    impl Drop for Closed<'_, '_> {
+        fn drop(&mut self) {
+            self.0
+                .console_input
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let _closed = Closed(state);
     let mut buf = [0u8; 256];
     while !state.stopping() {
         let mut pfd = libc::pollfd {

@@ -124,6 +124,8 @@ pub struct PlatformState<'a> {
     pub timer_epoch: AtomicU64,
     /// emu: pages devices wrote, for the CPUs' decoded-code caches.
     written: Option<&'a WrittenPages>,
+    /// A console input thread is feeding COM1 (an interrupt may still come from there).
+    pub console_input: AtomicBool,
     watch: Option<OutputWatch>,
     serial: CharOut,
     debugcon: CharOut,
@@ -163,6 +165,7 @@ impl<'a> PlatformState<'a> {
             timer_cv: Condvar::new(),
             timer_epoch: AtomicU64::new(0),
             written,
+            console_input: AtomicBool::new(false),
             watch: None,
             serial,
             debugcon,

@@ -126,6 +126,25 @@ fn halt_with_interrupts_off_is_a_clean_crash() {
     assert!(t.elapsed() < Duration::from_secs(10));
 }
 
+#[test]
+fn halt_with_nothing_to_wake_it_is_a_clean_crash() {
+    if !emu_or_skip("halt_with_nothing_to_wake_it_is_a_clean_crash") {
+        return;
+    }
+    let tmp = Tmp::new("stihlt");
+    for cfg in [deterministic(&tmp, &STI_HLT), config(&tmp, &STI_HLT, 1)] {
+        let t = Instant::now();
+        match run_domain(&cfg).expect("run_domain") {
+            DomainExit::Crashed(msg) => {
+                assert!(msg.contains("no timer is armed"), "{msg}");
+            }
+            other => panic!("expected a crash, got {other:?}"),
+        }
+        // Deterministic: at once; host time: after the grace period.
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    }
+}
+
 /// 100 PIT ticks at 1 kHz: about 100 ms of host time, and in deterministic mode the
 /// same instruction count every run (HLT skips guest time, so it is also fast).
 #[test]

@@ -12,10 +12,13 @@
 //!
 //! HLT with interrupts enabled: wait (host time: until an interrupt, a stop or the next
 //! PIT/LAPIC deadline; deterministic: jump guest time to the next deadline, or wait for
-//! an interrupt from outside, i.e. console input, if there is none). HLT with interrupts
-//! disabled: nothing can wake the vCPU (no NMI source exists, and vCPU 0 never gets
-//! INIT), so the domain stops at once as crashed with a message saying so, instead of
-//! hanging forever. A CPU shutdown (triple fault, or something the CPU cannot emulate)
+//! an interrupt from outside, i.e. console input, if there is none). If no timer is armed
+//! at all and no console input can arrive, nothing can wake the vCPU: the domain stops
+//! as crashed with a message saying so (deterministic: at once; host time: after
+//! [`IDLE_GRACE`], since a host timer may be firing that very moment). HLT with
+//! interrupts disabled: nothing can wake the vCPU either (no NMI source exists, and
+//! vCPU 0 never gets INIT), so the domain stops at once as crashed with a message,
+//! instead of hanging forever. A CPU shutdown (triple fault, or something the CPU cannot emulate)
 //! stops it as crashed with the CPU's reason and register summary.
 
 use std::sync::Mutex;
@@ -34,6 +37,10 @@ use crate::platform::{PlatformState, lock};
 pub const HOST_SLICE: u64 = 20_000;
 /// Longest slice in deterministic mode (the next deadline usually comes first).
 pub const DETERMINISTIC_SLICE: u64 = 1_000_000;
+
+/// How long a halted vCPU with no timer armed and no console input waits before the
+/// domain is declared stuck (host time).
+pub const IDLE_GRACE: Duration = Duration::from_secs(2);
 
 /// What one vCPU thread did.
 #[derive(Clone, Copy, Debug, Default)]
@@ -85,6 +92,8 @@ pub fn run_vcpu(
     let mut bus = EmuBus::new(id, st, machine, &vm.irq, &vm.cpuid, &vm.written);
     let det = st.clock.is_deterministic();
     let idx = id as usize;
+    // Since when the vCPU has been halted with nothing that could wake it.
+    let mut stuck_since: Option<std::time::Instant> = None;
     while !st.stopping() {
         let retired = vcpu.retired();
         let now = bus.now(retired);
@@ -132,11 +141,27 @@ pub fn run_vcpu(
                 interrupts_enabled: true,
             } => {
                 if vm.irq.interrupt_pending(idx) {
+                    stuck_since = None;
                     continue;
                 }
                 let retired = vcpu.retired();
                 let now = bus.now(retired);
                 let next = next_deadline(st, vm, now);
+                let device_timer = lock(&st.timers).earliest().is_some();
+                let input = st.console_input.load(std::sync::atomic::Ordering::SeqCst);
+                if next.is_none() && !device_timer && !input {
+                    let since = *stuck_since.get_or_insert_with(std::time::Instant::now);
+                    if det || since.elapsed() >= IDLE_GRACE {
+                        st.finish(Ok(DomainExit::Crashed(format!(
+                            "vCPU {id} halted waiting for an interrupt, but no timer is armed \
+                             and there is no console input: nothing can wake it: {}",
+                            vcpu.summary()
+                        ))));
+                        break;
+                    }
+                } else {
+                    stuck_since = None;
+                }
                 if det {
                     match next {
                         // Guest time jumps; the next turn fires what is due.

@@ -208,6 +208,9 @@ pub const XEN_HYPERCALLS: &[u8] = &[
 /// `cli; hlt`: a vCPU nothing can wake.
 pub const CLI_HLT: [u8; 2] = [0xfa, 0xf4];
 
+/// `sti; hlt` with nothing programmed: waits for an interrupt no one will send.
+pub const STI_HLT: [u8; 2] = [0xfb, 0xf4];
+
 /// `1: jmp 1b`: a vCPU spinning without any access.
 pub const JMP_SELF: [u8; 2] = [0xeb, 0xfe];
 
