@@ -6,9 +6,10 @@
 //!   `kvm` backend produces and goes through the same [`dispatch`], so no device can
 //!   tell the backends apart. ELCR writes also reach the device model, whose PIIX3 keeps
 //!   (and saves) the register too.
-//! * CPUID: [`CpuidProfile`]. MSRs the CPU leaves to us: IA32_APIC_BASE (the LAPIC), the
-//!   Xen hypercall-page MSR (`vmcall` stubs), MTRRs/PAT/MISC_ENABLE/microcode revision
-//!   as plain storage (nothing here caches), the TSC; anything else is #GP.
+//! * CPUID: [`CpuidProfile`]. MSRs the CPU leaves to us (it owns EFER, the SYSCALL and
+//!   SYSENTER sets, segment bases, PAT, MTRRs, TSC, MISC_ENABLE): IA32_APIC_BASE (the
+//!   LAPIC), the Xen hypercall-page MSR (`vmcall` stubs), the microcode revision (0);
+//!   anything else is #GP.
 //! * Time: guest ns ([`GuestClock`]); the TSC runs at 1 GHz, so it *is* guest ns.
 //! * Slices end early ([`hypervisor_emu::Bus::stop_requested`]) on a stop request and
 //!   whenever a timer was (re)programmed, so the run loop can re-plan the next deadline
@@ -30,107 +31,8 @@ use crate::irqchip::pic;
 use crate::platform::PlatformState;
 use crate::xen_hypercall::{self as xen, HypercallRegs, StubKind};
 
-pub const MSR_TSC: u32 = 0x10;
+/// IA32_BIOS_SIGN_ID: the microcode revision (Linux writes 0, runs CPUID, reads it).
 pub const MSR_UCODE_REV: u32 = 0x8b;
-pub const MSR_MTRRCAP: u32 = 0xfe;
-pub const MSR_MISC_ENABLE: u32 = 0x1a0;
-pub const MSR_PAT: u32 = 0x277;
-pub const MSR_MTRR_DEF_TYPE: u32 = 0x2ff;
-/// MTRRcap: 8 variable ranges, fixed ranges, write-combining; no SMRR.
-const MTRRCAP: u64 = 0x508;
-const PAT_RESET: u64 = 0x0007_0406_0007_0406;
-/// MISC_ENABLE reset: fast strings enabled.
-const MISC_ENABLE_RESET: u64 = 1;
-const FIXED_MTRRS: [u32; 11] = [
-    0x250, 0x258, 0x259, 0x268, 0x269, 0x26a, 0x26b, 0x26c, 0x26d, 0x26e, 0x26f,
-];
-
-/// MSRs stored per vCPU with no effect on emulation.
-#[derive(Clone, Debug)]
-struct Msrs {
-    pat: u64,
-    misc_enable: u64,
-    mtrr_def_type: u64,
-    mtrr_fixed: [u64; 11],
-    /// Base/mask pairs of the 8 variable ranges (0x200..=0x20f).
-    mtrr_var: [u64; 16],
-}
-
-impl Default for Msrs {
-    fn default() -> Self {
-        Msrs {
-            pat: PAT_RESET,
-            misc_enable: MISC_ENABLE_RESET,
-            mtrr_def_type: 0,
-            mtrr_fixed: [0; 11],
-            mtrr_var: [0; 16],
-        }
-    }
-}
-
-/// A memory type MTRRs and PAT accept: UC, WC, WT, WP, WB (and UC- for PAT).
-fn valid_type(t: u64, pat: bool) -> bool {
-    matches!(t, 0 | 1 | 4 | 5 | 6) || (pat && t == 7)
-}
-
-impl Msrs {
-    fn read(&self, msr: u32) -> Option<u64> {
-        Some(match msr {
-            MSR_UCODE_REV => 0,
-            MSR_MTRRCAP => MTRRCAP,
-            MSR_MISC_ENABLE => self.misc_enable,
-            MSR_PAT => self.pat,
-            MSR_MTRR_DEF_TYPE => self.mtrr_def_type,
-            0x200..=0x20f => self.mtrr_var[(msr - 0x200) as usize],
-            _ => *FIXED_MTRRS
-                .iter()
-                .position(|&m| m == msr)
-                .and_then(|i| self.mtrr_fixed.get(i))?,
-        })
-    }
-
-    /// false = #GP (unknown MSR or reserved bits).
-    fn write(&mut self, msr: u32, v: u64) -> bool {
-        let bytes_ok = |v: u64, pat: bool| (0..8).all(|i| valid_type((v >> (8 * i)) & 0xff, pat));
-        match msr {
-            // Linux writes 0 before reading the revision back.
-            MSR_UCODE_REV => true,
-            MSR_MISC_ENABLE => {
-                self.misc_enable = v;
-                true
-            }
-            MSR_PAT if bytes_ok(v, true) => {
-                self.pat = v;
-                true
-            }
-            // E (bit 11), FE (bit 10), default type.
-            MSR_MTRR_DEF_TYPE if v & !0xcff == 0 && valid_type(v & 0xff, false) => {
-                self.mtrr_def_type = v;
-                true
-            }
-            0x200..=0x20f => {
-                // Bases: type in 7:0; masks: valid bit 11; address bits below 40.
-                let base = msr % 2 == 0;
-                let ok = if base {
-                    v & !0xff_ffff_f0ff == 0 && valid_type(v & 0xff, false)
-                } else {
-                    v & !0xff_ffff_f800 == 0
-                };
-                if ok {
-                    self.mtrr_var[(msr - 0x200) as usize] = v;
-                }
-                ok
-            }
-            _ => match FIXED_MTRRS.iter().position(|&m| m == msr) {
-                Some(i) if bytes_ok(v, false) => {
-                    self.mtrr_fixed[i] = v;
-                    true
-                }
-                _ => false,
-            },
-        }
-    }
-}
 
 /// The `Bus` of vCPU `id`.
 pub struct EmuBus<'r, 'a> {
@@ -140,7 +42,6 @@ pub struct EmuBus<'r, 'a> {
     chip: &'r IrqChip,
     cpuid: &'r CpuidProfile,
     written: &'r WrittenPages,
-    msrs: Msrs,
     /// Accesses of this vCPU, counted as the kvm backend counts exits.
     pub counts: ExitCounts,
     /// A timer of ours was reprogrammed: end the slice.
@@ -167,7 +68,6 @@ impl<'r, 'a> EmuBus<'r, 'a> {
             chip,
             cpuid,
             written,
-            msrs: Msrs::default(),
             counts: ExitCounts::default(),
             end_slice: false,
             timer_epoch: st.timer_epoch.load(Ordering::SeqCst),
@@ -299,11 +199,11 @@ impl hypervisor_emu::Bus for EmuBus<'_, '_> {
         self.cpuid.leaf(leaf, subleaf, self.id as u32, apic)
     }
 
-    fn rdmsr(&mut self, t: u64, msr: u32) -> Option<u64> {
+    fn rdmsr(&mut self, _t: u64, msr: u32) -> Option<u64> {
         match msr {
             MSR_APIC_BASE => Some(self.chip.apic_base(self.id)),
-            MSR_TSC => Some(self.now(t)),
-            _ => self.msrs.read(msr),
+            MSR_UCODE_REV => Some(0),
+            _ => None,
         }
     }
 
@@ -318,7 +218,8 @@ impl hypervisor_emu::Bus for EmuBus<'_, '_> {
                 }
                 ok
             }
-            _ => self.msrs.write(msr, value),
+            MSR_UCODE_REV => true,
+            _ => false,
         }
     }
 
@@ -472,7 +373,7 @@ mod tests {
         assert!(b.stop_requested());
         // Deterministic time follows the instruction count.
         assert_eq!(b.tsc(1000), 1000);
-        assert_eq!(b.rdmsr(1001, MSR_TSC), Some(1001));
+        assert_eq!(b.tsc(1001), 1001);
         assert_eq!(st.now_ns(), 1001);
     }
 
@@ -492,15 +393,10 @@ mod tests {
         assert!(!b.wrmsr(0, MSR_APIC_BASE, 0xfee0_0d00), "no x2APIC");
         assert_eq!(b.rdmsr(0, 0xc001_0015), None, "unknown MSR: #GP");
         assert!(!b.wrmsr(0, 0x1234, 0));
-        assert_eq!(b.rdmsr(0, MSR_PAT), Some(PAT_RESET));
-        assert!(!b.wrmsr(0, MSR_PAT, 0x02), "reserved PAT type");
-        assert!(b.wrmsr(0, MSR_MTRR_DEF_TYPE, 0xc06));
-        assert_eq!(b.rdmsr(0, MSR_MTRR_DEF_TYPE), Some(0xc06));
-        assert!(b.wrmsr(0, 0x201, 0xff_ffff_f800));
-        assert!(!b.wrmsr(0, 0x200, 0x1_0000_0000_0006), "beyond 40 bits");
-        assert!(b.wrmsr(0, 0x250, 0x0606_0606_0606_0606));
-        assert_eq!(b.rdmsr(0, MSR_MTRRCAP), Some(0x508));
+        assert!(b.wrmsr(0, MSR_UCODE_REV, 0));
+        assert_eq!(b.rdmsr(0, MSR_UCODE_REV), Some(0));
         assert_eq!(b.rdmsr(0, 0x6e0), None, "no TSC-deadline");
+        assert_eq!(b.rdmsr(0, xen::HYPERCALL_MSR), None);
         // CPUID: the Xen signature; APIC bit follows IA32_APIC_BASE.EN.
         assert_eq!(b.cpuid(0x4000_0000, 0)[1], u32::from_le_bytes(*b"XenV"));
         assert_ne!(b.cpuid(1, 0)[3] & (1 << 9), 0);
