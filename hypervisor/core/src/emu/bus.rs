@@ -433,4 +433,77 @@ mod tests {
             "vector base 0 at power-on"
         );
     }
+
+    /// Arbitrary guest accesses through the bus never panic (a small xorshift stream:
+    /// ports, MMIO around the controllers with odd lengths, MSRs, CPUID, hypercalls).
+    #[test]
+    fn arbitrary_accesses_do_not_panic() {
+        let r = rig();
+        let st = PlatformState::with_clock(
+            &r.mem,
+            &r.chip,
+            CharOut::Null,
+            CharOut::Null,
+            GuestClock::deterministic(),
+            Some(&r.written),
+        );
+        let mut b = EmuBus::new(0, &st, &r.machine, &r.chip, &r.cpuid, &r.written);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let bases = [
+            0xfee0_0000u64,
+            0xfec0_0000,
+            0xe000_0000,
+            0xa_0000,
+            0xffff_fff8,
+            0,
+        ];
+        for t in 0..200_000u64 {
+            let v = next();
+            let size = [1u8, 2, 4, 0, 3, 8][(v % 6) as usize];
+            match (v >> 8) % 7 {
+                0 => {
+                    b.pio_in(t, (v >> 16) as u16, size);
+                }
+                1 => b.pio_out(t, (v >> 16) as u16, size, (v >> 32) as u32),
+                2 | 3 => {
+                    let gpa = bases[((v >> 16) % 6) as usize].wrapping_add((v >> 24) & 0x1fff);
+                    let mut buf = vec![0u8; ((v >> 40) % 17) as usize];
+                    if v & 1 == 0 {
+                        b.mmio_read(t, gpa, &mut buf);
+                    } else {
+                        buf.fill((v >> 48) as u8);
+                        b.mmio_write(t, gpa, &buf);
+                    }
+                }
+                4 => {
+                    let msr = [0x1b, 0x8b, 0x4000_0200, 0x6e0, (v >> 16) as u32][(v % 5) as usize];
+                    b.rdmsr(t, msr);
+                    b.wrmsr(t, msr, next());
+                }
+                5 => {
+                    b.cpuid((v >> 16) as u32, (v >> 48) as u32);
+                }
+                _ => {
+                    let mut g = [0u64; 16];
+                    for r in g.iter_mut() {
+                        *r = next();
+                    }
+                    g[0] &= 0xff;
+                    b.hypercall(t, &mut g, v & 2 != 0);
+                }
+            }
+            if b.interrupt_pending(t) {
+                b.acknowledge_interrupt(t);
+            }
+            b.take_written_code_pages(&mut |_| {});
+            b.stop_requested();
+            b.begin_slice();
+        }
+    }
 }
