@@ -1,4 +1,6 @@
-//! The vCPU backend interface: what the domain run loop needs from `kvm` (and later `emu`).
+//! The vCPU backend interface: what the domain run loop needs from `kvm`. (The `emu`
+//! backend runs its CPU through `hypervisor_emu::Bus` instead, see `crate::emu`, but its
+//! device accesses become the same [`Exit`] records for the same dispatcher.)
 //!
 //! A backend runs a vCPU until the guest does something the device model must handle and
 //! reports it as an [`Exit`]: an access record (port or MMIO, with its size and data)

@@ -1,8 +1,7 @@
 //! I/O APIC, modelled on the Intel 82093AA datasheet, as pure logic.
 //!
-//! **Not wired into a run loop yet.** On the `kvm` backend the IOAPIC is KVM's in-kernel
-//! one; this model is for the `emu` software CPU (issues [2]/[3]), which does not exist
-//! yet. The caller routes: [`Ioapic::set_irq`] and [`Ioapic::mmio_write`] return a
+//! Used by the `emu` backend (`crate::emu::irqchip`); on `kvm` the IOAPIC is KVM's
+//! in-kernel one. The caller routes: [`Ioapic::set_irq`] and [`Ioapic::mmio_write`] return a
 //! [`Delivery`] message that the caller hands to the matching local APICs
 //! (`lapic::Lapic::is_destination` / `deliver`), and the LAPICs' EOI broadcasts come
 //! back through [`Ioapic::eoi`].

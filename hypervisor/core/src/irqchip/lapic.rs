@@ -2,9 +2,8 @@
 //! Controller"), as pure logic: registers, interrupt acceptance and priority, EOI, IPIs
 //! and the APIC timer. One [`Lapic`] per vCPU.
 //!
-//! **Not wired into a run loop yet.** On the `kvm` backend the local APICs are KVM's
-//! in-kernel ones; this model is for the `emu` software CPU (issues [2]/[3]), which does
-//! not exist yet. The caller (the future `emu` run loop) owns all routing: the LAPIC never
+//! Used by the `emu` backend (`crate::emu::irqchip`); on `kvm` the local APICs are KVM's
+//! in-kernel ones. The caller (`crate::emu::irqchip`) owns all routing: the LAPIC never
 //! holds a reference to another vCPU or to the IOAPIC. An ICR write returns an [`Ipi`]
 //! message ([`Output::Ipi`]) that the caller matches against every LAPIC with
 //! [`Lapic::ipi_targets`] and hands to [`Lapic::deliver`]; an EOI of a level-triggered

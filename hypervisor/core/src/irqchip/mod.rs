@@ -1,6 +1,6 @@
-//! The platform interrupt controllers and timers that the `emu` backend (issue [2]) runs
-//! in our own code; on `kvm` they are KVM's in-kernel ones. Pure logic, driven by the
-//! caller: nothing here is wired into a run loop yet.
+//! The platform interrupt controllers and timers that the `emu` backend runs in our own
+//! code; on `kvm` they are KVM's in-kernel ones. Pure logic, driven by the caller: the
+//! `emu` backend wires them together and to its vCPUs in `crate::emu::irqchip`.
 
 pub mod ioapic;
 pub mod lapic;

@@ -1,8 +1,7 @@
 //! The PC/AT dual Intel 8259A programmable interrupt controller, as pure logic.
 //!
-//! **Not wired in yet**: this is for the `emu` backend (issue [2]), which does not exist
-//! yet; on `kvm` the guest uses KVM's in-kernel PIC. Nothing calls [`DualPic`] outside
-//! its tests.
+//! Used by the `emu` backend (`crate::emu::irqchip`, which also routes ports 0x4d0/0x4d1
+//! here); on `kvm` the guest uses KVM's in-kernel PIC.
 //!
 //! Behaviour follows the 8259A datasheet (Intel 231468); the facts about what guests do
 //! with it were checked against Linux `arch/x86/kernel/i8259.c` and SeaBIOS
@@ -12,9 +11,8 @@
 //! * Ports: master 0x20 (A0 = 0) / 0x21 (A0 = 1), slave 0xa0 / 0xa1, the slave's INT
 //!   wired to the master's IR2. ELCR 0x4d0/0x4d1 (PIIX edge/level control, bit n = ISA
 //!   IRQ n level triggered; IRQ 0, 1, 2, 8 and 13 are always edge, mask 0xdef8 as on the
-//!   PIIX3). Note that `chassis-devices`' PIIX3 also decodes 0x4d0/0x4d1; whoever wires
-//!   this PIC into the `emu` run loop either routes those ports here or mirrors the
-//!   PIIX3's register with [`DualPic::set_elcr`].
+//!   PIIX3). `chassis-devices`' PIIX3 also decodes 0x4d0/0x4d1: the `emu` bus routes
+//!   those ports here and forwards writes to the PIIX3 too, so both copies agree.
 //! * Initialization: a write to A0 = 0 with bit 4 set is ICW1 (bit 0 IC4 = ICW4 follows,
 //!   bit 1 SNGL = no ICW3, bit 3 LTIM = all lines level triggered, ORed with ELCR). It
 //!   clears IMR and ISR, resets the priority to IR0 highest, selects IRR for status

@@ -1,9 +1,9 @@
 //! The Intel 8254 programmable interval timer at ports 0x40–0x43, with the PC/AT port
 //! 0x61 bits that belong to it, as pure logic over a caller-supplied guest time.
 //!
-//! **Not wired in yet**: this is for the `emu` backend (issue [2]), which does not exist
-//! yet; on `kvm` the guest uses KVM's in-kernel PIT. Nothing calls [`Pit8254`] outside
-//! its tests. Port 0x61 is not decoded by `chassis-devices` today either.
+//! Used by the `emu` backend (`crate::emu::irqchip`, which routes ports 0x40-0x43 and
+//! 0x61 here and polls IRQ 0 edges); on `kvm` the guest uses KVM's in-kernel PIT. Port
+//! 0x61 is not decoded by `chassis-devices`.
 //!
 //! Time: every call takes the current guest time in ns. The counters run on the
 //! 1.193182 MHz PIT clock: clock edge number `t` happens at the first ns `x` with
