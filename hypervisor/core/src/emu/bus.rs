@@ -1,6 +1,6 @@
 //! [`EmuBus`]: what one software vCPU sees of the machine (`hypervisor_emu::Bus`).
 //!
-//! * RAM: the bounds-checked [`GuestMemory`] accessors.
+//! * RAM: the bounds-checked [`crate::memory::GuestMemory`] accessors.
 //! * Port I/O and MMIO: the PIC/ELCR, PIT/port 0x61, IOAPIC and this vCPU's LAPIC are
 //!   handled here ([`IrqChip`]); everything else becomes the same [`Exit`] record the
 //!   `kvm` backend produces and goes through the same [`dispatch`], so no device can
@@ -10,7 +10,7 @@
 //!   SYSENTER sets, segment bases, PAT, MTRRs, TSC, MISC_ENABLE): IA32_APIC_BASE (the
 //!   LAPIC), the Xen hypercall-page MSR (`vmcall` stubs), the microcode revision (0);
 //!   anything else is #GP.
-//! * Time: guest ns ([`GuestClock`]); the TSC runs at 1 GHz, so it *is* guest ns.
+//! * Time: guest ns ([`crate::emu::clock::GuestClock`]); the TSC runs at 1 GHz, so it *is* guest ns.
 //! * Slices end early ([`hypervisor_emu::Bus::stop_requested`]) on a stop request and
 //!   whenever a timer was (re)programmed, so the run loop can re-plan the next deadline
 //!   (exact timer firing in deterministic mode).
