@@ -229,11 +229,15 @@ impl EmuVcpu {
         };
         let cpu = &mut self.cpu;
         let mut retired = self.retired;
-        let end = retired.saturating_add(budget);
+        // The budget counts instructions and exception deliveries alike: a guest whose
+        // handler faults again forever (which real hardware would also loop on) must
+        // still give the slice back.
+        let mut spent = 0u64;
         let exit = loop {
-            if retired >= end {
+            if spent >= budget {
                 break RunExit::Budget;
             }
+            spent += 1;
             m.t = retired;
             if cpu.rflags & IF != 0 && !cpu.shadow && m.bus.interrupt_pending(retired) {
                 if let Some(v) = m.bus.acknowledge_interrupt(retired) {
