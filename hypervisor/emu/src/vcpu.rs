@@ -49,7 +49,7 @@ impl BusMem<'_> {
         while p < len {
             let a = addr.wrapping_add(p as u64);
             let mut k = 8usize;
-            while k > 1 && (k > len - p || a % k as u64 != 0) {
+            while k > 1 && (k > len - p || !a.is_multiple_of(k as u64)) {
                 k /= 2;
             }
             f(a, p..p + k);
@@ -107,6 +107,10 @@ impl Memory for BusMem<'_> {
     fn pio_out(&mut self, port: u16, size: u8, value: u32) {
         self.bus.pio_out(self.t, port, size, value);
         self.stop |= self.bus.stop_requested();
+    }
+
+    fn stop_pending(&self) -> bool {
+        self.stop
     }
 
     fn cpuid(&mut self, leaf: u32, subleaf: u32) -> [u32; 4] {
@@ -239,12 +243,14 @@ impl EmuVcpu {
             }
             spent += 1;
             m.t = retired;
-            if cpu.rflags & IF != 0 && !cpu.shadow && m.bus.interrupt_pending(retired) {
-                if let Some(v) = m.bus.acknowledge_interrupt(retired) {
-                    cpu.halted = false;
-                    if let Err(why) = raise(cpu, &mut m, v, None, false, Class::Benign) {
-                        break RunExit::Shutdown(why);
-                    }
+            if cpu.rflags & IF != 0
+                && !cpu.shadow
+                && m.bus.interrupt_pending(retired)
+                && let Some(v) = m.bus.acknowledge_interrupt(retired)
+            {
+                cpu.halted = false;
+                if let Err(why) = raise(cpu, &mut m, v, None, false, Class::Benign) {
+                    break RunExit::Shutdown(why);
                 }
             }
             if cpu.halted {
@@ -269,10 +275,10 @@ impl EmuVcpu {
                 }
                 Err(e) => Err(e),
             };
-            if let Err(e) = r {
-                if let Err(why) = raise_exception(cpu, &mut m, e) {
-                    break RunExit::Shutdown(why);
-                }
+            if let Err(e) = r
+                && let Err(why) = raise_exception(cpu, &mut m, e)
+            {
+                break RunExit::Shutdown(why);
             }
             if m.stop {
                 break RunExit::Stopped;

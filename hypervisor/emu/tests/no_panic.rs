@@ -75,7 +75,7 @@ fn randomize(cpu: &mut Cpu, r: &mut Rng) {
 fn fill(buf: &mut [u8], r: &mut Rng) {
     for b in buf.iter_mut() {
         let v = r.next();
-        *b = if v % 3 == 0 {
+        *b = if v.is_multiple_of(3) {
             INTERESTING[(v >> 8) as usize % INTERESTING.len()]
         } else {
             (v >> 16) as u8
