@@ -12,6 +12,10 @@ struct Machine {
     debug: Vec<u8>,
     cmos_index: u8,
     ports: std::collections::BTreeMap<u16, u64>,
+    /// A timer interrupt every n instructions (a crude PIT + PIC).
+    timer_every: Option<u64>,
+    next_tick: u64,
+    ticks: u64,
 }
 
 impl Bus for Machine {
@@ -74,11 +78,14 @@ impl Bus for Machine {
         t
     }
     fn hypercall(&mut self, _t: u64, _gpr: &mut [u64; 16], _long_mode: bool) {}
-    fn interrupt_pending(&mut self, _t: u64) -> bool {
-        false
+    fn interrupt_pending(&mut self, t: u64) -> bool {
+        self.timer_every.is_some_and(|n| t >= self.next_tick.max(n))
     }
-    fn acknowledge_interrupt(&mut self, _t: u64) -> Option<u8> {
-        None
+    fn acknowledge_interrupt(&mut self, t: u64) -> Option<u8> {
+        // IRQ0 through a PIC at base 8 (SeaBIOS's real-mode layout).
+        self.next_tick = t + self.timer_every?;
+        self.ticks += 1;
+        Some(8)
     }
     fn take_written_code_pages(&mut self, _f: &mut dyn FnMut(u64)) {}
     fn stop_requested(&mut self) -> bool {
@@ -97,6 +104,9 @@ fn seabios_post_reaches_the_boot_menu_prompt() {
         debug: Vec::new(),
         cmos_index: 0,
         ports: Default::default(),
+        timer_every: None,
+        next_tick: 0,
+        ticks: 0,
     };
     // The image ends at 1 MiB, as our firmware places it.
     m.ram[0x10_0000 - img.len()..0x10_0000].copy_from_slice(&img);
@@ -154,4 +164,47 @@ fn seabios_post_reaches_the_boot_menu_prompt() {
             interrupts_enabled: true
         }
     );
+}
+
+/// With a timer interrupt (real-mode IRQ0 delivery, HLT wake-ups) the boot menu times
+/// out and SeaBIOS tries INT 19h/18h: no disks, so "No bootable device."
+#[test]
+fn seabios_with_a_timer_gets_past_the_boot_menu() {
+    let Ok(img) = std::fs::read("/usr/share/seabios/bios-256k.bin") else {
+        return;
+    };
+    let mut m = Machine {
+        ram: vec![0; 32 << 20],
+        debug: Vec::new(),
+        cmos_index: 0,
+        ports: Default::default(),
+        timer_every: Some(20_000),
+        next_tick: 0,
+        ticks: 0,
+    };
+    m.ram[0x10_0000 - img.len()..0x10_0000].copy_from_slice(&img);
+    let mut c = Cpu::reset();
+    c.seg[CS] = Segment::new(0xf000, 0xf0000, 0xffff, 0x9b);
+    let mut v = EmuVcpu::new(c);
+    let mut exit = RunExit::Budget;
+    for _ in 0..200 {
+        exit = v.run(&mut m, 1_000_000);
+        if matches!(exit, RunExit::Shutdown(_)) {
+            break;
+        }
+        if matches!(exit, RunExit::Halted { .. }) {
+            // Let time pass to the next tick.
+            m.next_tick = v.retired();
+        }
+    }
+    eprintln!("{}", String::from_utf8_lossy(&m.debug));
+    eprintln!(
+        "{exit:?} {} ticks {}; {}",
+        v.retired(),
+        m.ticks,
+        v.summary()
+    );
+    let log = String::from_utf8_lossy(&m.debug);
+    assert!(log.contains("enter handle_19:"), "{log}");
+    assert!(log.contains("No bootable device."), "{log}");
 }
