@@ -307,11 +307,11 @@ fn fetch(cpu: &mut Cpu, m: &mut BusMem<'_>) -> Result<iced_x86::Instruction, Exc
     let user = cpu.cpl() == 3;
     let phys = mmu::translate(cpu, m, lin, Access::Exec, user)?;
     if let Some(i) = m.cache.lookup(phys, bitness, cpu.rip) {
-        return Ok(*i);
+        return Ok(i);
     }
     let f = exec::fetch_decode(cpu, m)?;
     if f.cacheable {
-        m.cache.insert(f.phys, bitness, f.instr);
+        m.cache.insert(f.phys, f.instr);
     }
     Ok(f.instr)
 }
