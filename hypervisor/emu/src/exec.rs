@@ -227,6 +227,22 @@ fn dispatch(cpu: &mut Cpu, mem: &mut dyn Memory, i: &Instruction) -> Result<(), 
         Mul | Imul | Div | Idiv => muldiv::exec(cpu, mem, i, m),
         Bt | Bts | Btr | Btc => bits::bt(cpu, mem, i, m),
         Bsf | Bsr => bits::bsf_bsr(cpu, mem, i, m),
+        // F3 0F BC/BD on a CPU without BMI1/ABM (not in our CPUID) are BSF/BSR with an
+        // ignored REP prefix; compilers emit `rep bsf` for exactly that reason.
+        Tzcnt => bits::bsf_bsr(cpu, mem, i, Bsf),
+        Lzcnt => bits::bsf_bsr(cpu, mem, i, Bsr),
+        Popcnt => {
+            let size = op_size(i, 0);
+            let v = read_op(cpu, mem, i, 1)? & mask(size);
+            write_op(cpu, mem, i, 0, v.count_ones() as u64)?;
+            cpu.set_flags(crate::cpu::STATUS, if v == 0 { crate::cpu::ZF } else { 0 });
+            Ok(())
+        }
+        // MOVNTI: a plain store (the non-temporal hint has no architectural effect).
+        Movnti => {
+            let v = read_op(cpu, mem, i, 1)?;
+            write_op(cpu, mem, i, 0, v)
+        }
         Bswap => bits::bswap(cpu, i),
         Mov => {
             if i.op0_kind() == OpKind::Register {
@@ -351,9 +367,12 @@ fn dispatch(cpu: &mut Cpu, mem: &mut dyn Memory, i: &Instruction) -> Result<(), 
             Ok(())
         }
         // Fences, prefetches, cache hints and the multi-byte NOP: no architectural effect.
+        // CET's ENDBR and the shadow-stack reads/increments execute as NOPs on a CPU
+        // without CET (IBT-built kernels are full of ENDBR64), as do the reserved NOPs.
         Nop | Pause | Lfence | Mfence | Sfence | Prefetchnta | Prefetcht0 | Prefetcht1
-        | Prefetcht2 | Prefetchw | Prefetch | Clflush | Clflushopt => {
-            if matches!(m, Clflush | Clflushopt) {
+        | Prefetcht2 | Prefetchw | Prefetch | Clflush | Clflushopt | Clwb | Endbr32 | Endbr64
+        | Rdsspd | Rdsspq | Incsspd | Incsspq | Reservednop => {
+            if matches!(m, Clflush | Clflushopt | Clwb) {
                 // Checks the address like a read.
                 let (s, off) = ops::mem_operand(cpu, i)?;
                 ops::read_mem(cpu, mem, s, off, 1)?;

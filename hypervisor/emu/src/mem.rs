@@ -43,6 +43,11 @@ pub trait Memory {
     fn tsc(&mut self) -> u64 {
         0
     }
+    /// Whether a port/MMIO access asked the run loop to stop (a REP string instruction
+    /// then ends its chunk early).
+    fn stop_pending(&self) -> bool {
+        false
+    }
     /// VMCALL/VMMCALL. `false` = no hypervisor here (#UD).
     fn hypercall(&mut self, _gpr: &mut [u64; 16], _long_mode: bool) -> bool {
         false

@@ -259,19 +259,18 @@ pub(crate) fn exec(
             }
             Ok(())
         }
-        In => (|| {
+        In => {
             let size = ops::reg_size(i.op0_register()) as u8;
             let port = port_of(cpu, i, 1);
-            let v = port_in(cpu, mem, port, size)?;
-            write_sized_gpr(cpu, RAX, size as usize, v as u64);
-            Ok(())
-        })(),
-        Out => (|| {
+            port_in(cpu, mem, port, size)
+                .map(|v| write_sized_gpr(cpu, RAX, size as usize, v as u64))
+        }
+        Out => {
             let size = ops::reg_size(i.op1_register()) as u8;
             let port = port_of(cpu, i, 0);
             let v = cpu.gpr[RAX] as u32;
             port_out(cpu, mem, port, size, v)
-        })(),
+        }
         Cpuid => {
             let r = mem.cpuid(cpu.gpr[RAX] as u32, cpu.gpr[RCX] as u32);
             for (k, idx) in [RAX, RBX, RCX, RDX].into_iter().enumerate() {

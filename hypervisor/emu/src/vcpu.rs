@@ -49,7 +49,7 @@ impl BusMem<'_> {
         while p < len {
             let a = addr.wrapping_add(p as u64);
             let mut k = 8usize;
-            while k > 1 && (k > len - p || a % k as u64 != 0) {
+            while k > 1 && (k > len - p || !a.is_multiple_of(k as u64)) {
                 k /= 2;
             }
             f(a, p..p + k);
@@ -107,6 +107,10 @@ impl Memory for BusMem<'_> {
     fn pio_out(&mut self, port: u16, size: u8, value: u32) {
         self.bus.pio_out(self.t, port, size, value);
         self.stop |= self.bus.stop_requested();
+    }
+
+    fn stop_pending(&self) -> bool {
+        self.stop
     }
 
     fn cpuid(&mut self, leaf: u32, subleaf: u32) -> [u32; 4] {
@@ -229,18 +233,24 @@ impl EmuVcpu {
         };
         let cpu = &mut self.cpu;
         let mut retired = self.retired;
-        let end = retired.saturating_add(budget);
+        // The budget counts instructions and exception deliveries alike: a guest whose
+        // handler faults again forever (which real hardware would also loop on) must
+        // still give the slice back.
+        let mut spent = 0u64;
         let exit = loop {
-            if retired >= end {
+            if spent >= budget {
                 break RunExit::Budget;
             }
+            spent += 1;
             m.t = retired;
-            if cpu.rflags & IF != 0 && !cpu.shadow && m.bus.interrupt_pending(retired) {
-                if let Some(v) = m.bus.acknowledge_interrupt(retired) {
-                    cpu.halted = false;
-                    if let Err(why) = raise(cpu, &mut m, v, None, false, Class::Benign) {
-                        break RunExit::Shutdown(why);
-                    }
+            if cpu.rflags & IF != 0
+                && !cpu.shadow
+                && m.bus.interrupt_pending(retired)
+                && let Some(v) = m.bus.acknowledge_interrupt(retired)
+            {
+                cpu.halted = false;
+                if let Err(why) = raise(cpu, &mut m, v, None, false, Class::Benign) {
+                    break RunExit::Shutdown(why);
                 }
             }
             if cpu.halted {
@@ -265,10 +275,10 @@ impl EmuVcpu {
                 }
                 Err(e) => Err(e),
             };
-            if let Err(e) = r {
-                if let Err(why) = raise_exception(cpu, &mut m, e) {
-                    break RunExit::Shutdown(why);
-                }
+            if let Err(e) = r
+                && let Err(why) = raise_exception(cpu, &mut m, e)
+            {
+                break RunExit::Shutdown(why);
             }
             if m.stop {
                 break RunExit::Stopped;
@@ -297,11 +307,11 @@ fn fetch(cpu: &mut Cpu, m: &mut BusMem<'_>) -> Result<iced_x86::Instruction, Exc
     let user = cpu.cpl() == 3;
     let phys = mmu::translate(cpu, m, lin, Access::Exec, user)?;
     if let Some(i) = m.cache.lookup(phys, bitness, cpu.rip) {
-        return Ok(*i);
+        return Ok(i);
     }
     let f = exec::fetch_decode(cpu, m)?;
     if f.cacheable {
-        m.cache.insert(f.phys, bitness, f.instr);
+        m.cache.insert(f.phys, f.instr);
     }
     Ok(f.instr)
 }

@@ -501,3 +501,30 @@ fn hypercall_and_msrs() {
     // TSC = bus tsc (10 per instruction) + offset set at instruction 9 to read 1000.
     assert_eq!(bus.outs[1], (0x91, 4, 1000 + 10));
 }
+
+/// Speed of the run loop on a simple loop (run with `--ignored --nocapture`).
+#[test]
+#[ignore]
+fn speed() {
+    let code = asm(32, 0x1000, |a| {
+        let mut l = a.create_label();
+        a.set_label(&mut l)?;
+        a.add(eax, dword_ptr(0x5000))?;
+        a.mov(dword_ptr(0x5004), eax)?;
+        a.inc(ebx)?;
+        a.dec(ecx)?;
+        a.jnz(l)?;
+        a.hlt()
+    });
+    let (mut bus, mut c) = pm32(&code);
+    c.gpr[RCX] = 2_000_000;
+    let t = std::time::Instant::now();
+    let (v, e) = run(&mut bus, c, 100_000_000);
+    let dt = t.elapsed();
+    assert_eq!(e, HALTED_CLI);
+    eprintln!(
+        "{} instructions in {dt:?}: {:.1} M/s",
+        v.retired(),
+        v.retired() as f64 / dt.as_secs_f64() / 1e6
+    );
+}
