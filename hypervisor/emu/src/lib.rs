@@ -24,14 +24,17 @@ pub mod mem;
 mod muldiv;
 mod ops;
 mod shift;
+mod softfloat;
+mod sse;
 mod string;
 pub mod vcpu;
+mod x87;
 
 pub use bus::Bus;
 pub use cpu::Cpu;
-pub use vcpu::{EmuVcpu, RunExit};
 pub use exec::{Exception, execute, step};
 pub use mem::{Fault, FlatMemory, Memory};
+pub use vcpu::{EmuVcpu, RunExit};
 
 /// Why the emu backend cannot run a guest yet.
 pub const NOT_YET: &str =
