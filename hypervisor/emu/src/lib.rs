@@ -32,9 +32,9 @@ mod x87;
 
 pub use bus::Bus;
 pub use cpu::Cpu;
+pub use vcpu::{EmuVcpu, RunExit};
 pub use exec::{Exception, execute, step};
 pub use mem::{Fault, FlatMemory, Memory};
-pub use vcpu::{EmuVcpu, RunExit};
 
 /// Why the emu backend cannot run a guest yet.
 pub const NOT_YET: &str =
