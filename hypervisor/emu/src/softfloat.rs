@@ -144,6 +144,8 @@ pub(crate) struct Env {
     /// Underflow masked: UE then needs an inexact tiny result.
     pub um: bool,
     pub flags: u32,
+    /// The last rounding increased the magnitude (the x87 reports it in C1).
+    pub up: bool,
 }
 
 impl Env {
@@ -154,6 +156,7 @@ impl Env {
             daz: mxcsr & (1 << 6) != 0,
             um: mxcsr & (1 << 11) != 0,
             flags: 0,
+            up: false,
         }
     }
 
@@ -201,10 +204,12 @@ impl Env {
         let prec = f.prec.min(f.frac) as i32;
         let emin = 1 - f.bias();
         let e = 125 + exp; // unbiased exponent of the value
-        // Exponent of the result's last bit: `prec` bits below the leading one, but
-        // never finer than the format's subnormal quantum.
-        let q = (e - prec).max(emin - frac);
+        // Exponent of the result's last bit: `prec` bits below the leading one, and
+        // for tiny values `prec` bits below 2^emin (the x87 rounds a denormal with
+        // reduced precision control at that coarser quantum too).
+        let q = e.max(emin) - prec;
         let (m, inexact) = round_at(mant, sticky, q - exp, self.round, sign);
+        self.up = m << (q - exp).clamp(0, 127) > mant;
         // Tininess after rounding: rounded to `prec` bits with an unbounded
         // exponent, is the value still below 2^emin?
         let tiny = e < emin && {
@@ -215,6 +220,7 @@ impl Env {
         };
         if tiny && self.ftz && self.um {
             self.flags |= UE | PE;
+            self.up = false;
             return f.zero(sign);
         }
         if inexact {
@@ -243,6 +249,7 @@ impl Env {
                 Round::Up => !sign,
                 Round::Down => sign,
             };
+            self.up = to_inf;
             return if to_inf {
                 f.inf(sign)
             } else {
@@ -396,7 +403,7 @@ impl Env {
             if f.is_zero(a) {
                 return self.invalid(f);
             }
-            self.de(den);
+            // A denormal dividend is not reported next to the division by zero.
             self.flags |= ZE;
             return f.inf(sign);
         }
@@ -406,10 +413,12 @@ impl Env {
         }
         let (ma, ea) = normalize(f.finite(a));
         let (mb, eb) = normalize(f.finite(b));
-        let n = (ma as u128) << 64;
-        let q = n / mb as u128;
-        let r = n % mb as u128;
-        self.round_pack(f, sign, ea - eb - 64, q, r != 0)
+        // 64-65 quotient bits from the first step, 8 more from the second: binary80
+        // needs guard bits below its 64.
+        let (n, d) = ((ma as u128) << 64, mb as u128);
+        let (q1, r1) = (n / d, n % d);
+        let (q2, r2) = ((r1 << 8) / d, (r1 << 8) % d);
+        self.round_pack(f, sign, ea - eb - 72, (q1 << 8) | q2, r2 != 0)
     }
 
     pub(crate) fn sqrt(&mut self, f: Fmt, a: u128) -> u128 {
@@ -432,23 +441,24 @@ impl Env {
             return a;
         }
         let (m, e) = normalize(f.finite(a));
-        // m * 2^e with the leading one at bit 63; scale to ~2^124 with an even exponent.
-        let k = if (e - 60).rem_euclid(2) == 0 { 60 } else { 61 };
-        let n = (m as u128) << k;
-        let r = isqrt(n);
-        self.round_pack(f, false, (e - k) / 2, r, r * r != n)
+        // m * 2^e with the leading one at bit 63; scale by 2^k (k even-adjusted) so the
+        // root has about 68 bits: enough guard bits even for binary80.
+        let k = if (e - 72).rem_euclid(2) == 0 { 72 } else { 73 };
+        let (r, exact) = isqrt_scaled(m, k as u32);
+        self.round_pack(f, false, (e - k) / 2, r, !exact)
     }
 
     /// MINxx/MAXxx: `b` unless `a` is strictly smaller (larger); any NaN is IE and
     /// returns `b` as is.
     pub(crate) fn min_max(&mut self, f: Fmt, a: u128, b: u128, max: bool) -> u128 {
+        // DAZ applies even to the operand returned because the other is a NaN.
+        let mut den = false;
+        let a = self.input(f, a, &mut den);
+        let b = self.input(f, b, &mut den);
         if f.is_nan(a) || f.is_nan(b) {
             self.flags |= IE;
             return b;
         }
-        let mut den = false;
-        let a = self.input(f, a, &mut den);
-        let b = self.input(f, b, &mut den);
         self.de(den);
         let o = f.key(a).cmp(&f.key(b));
         let want = if max {
@@ -477,14 +487,15 @@ impl Env {
     /// Float to signed integer of `bits` (32 or 64); out of range is IE and the
     /// "integer indefinite" (only the sign bit set).
     pub(crate) fn to_int(&mut self, f: Fmt, a: u128, bits: u32, truncate: bool) -> u64 {
+        self.up = false;
         let indefinite = 1u64 << (bits - 1);
         if f.is_nan(a) || f.is_inf(a) {
             self.flags |= IE;
             return indefinite;
         }
+        // Denormal inputs are not DE here: they just round to 0 (PE).
         let mut den = false;
         let a = self.input(f, a, &mut den);
-        self.de(den);
         if f.is_zero(a) {
             return 0;
         }
@@ -498,7 +509,9 @@ impl Env {
             }
             ((m as u128) << e, false)
         } else {
-            round_at((m as u128) << 2, false, 2 - e, mode, sign)
+            let (r, inexact) = round_at((m as u128) << 2, false, 2 - e, mode, sign);
+            self.up = (r << (2 - e).min(127)) > (m as u128) << 2;
+            (r, inexact)
         };
         let limit = if sign {
             1u128 << (bits - 1)
@@ -592,23 +605,27 @@ fn round_at(mant: u128, sticky: bool, shift: i32, mode: Round, sign: bool) -> (u
     (m + up as u128, inexact)
 }
 
-/// Floor of the square root.
-fn isqrt(n: u128) -> u128 {
-    if n == 0 {
-        return 0;
-    }
-    let mut x = (n as f64).sqrt() as u128;
-    for _ in 0..4 {
-        if x == 0 {
-            x = 1;
+/// Floor of sqrt(m * 2^k) for k < 128, and whether it is exact. Bitwise, with the
+/// 256-bit square kept as (high, low) halves.
+fn isqrt_scaled(m: u64, k: u32) -> (u128, bool) {
+    let n = if k <= 64 {
+        (0, (m as u128) << k)
+    } else {
+        ((m as u128) >> (128 - k), (m as u128) << k)
+    };
+    let square = |c: u128| -> (u128, u128) {
+        let (ch, cl) = (c >> 64, c & u64::MAX as u128);
+        let cross = 2 * ch * cl; // ch is small: no overflow
+        let (lo, carry) = (cl * cl).overflowing_add(cross << 64);
+        (ch * ch + (cross >> 64) + carry as u128, lo)
+    };
+    let bits = (64 + k).div_ceil(2);
+    let mut r = 0u128;
+    for b in (0..=bits).rev() {
+        let c = r | (1u128 << b);
+        if square(c) <= n {
+            r = c;
         }
-        x = (x + n / x) / 2;
     }
-    while x * x > n {
-        x -= 1;
-    }
-    while (x + 1) * (x + 1) <= n {
-        x += 1;
-    }
-    x
+    (r, square(r) == n)
 }

@@ -9,13 +9,12 @@
 //! pseudo-infinities/NaNs) are invalid operands; C1 is not set for results rounded
 //! up; an unmasked exception only sets ES/B (no #MF: the exception enum has no
 //! variant for it yet, and the result is stored as if masked); the instruction/operand
-//! pointers and opcode are not tracked (FNSAVE/FXSAVE store zeros); the constants
-//! (FLDPI...) are the round-to-nearest values whatever RC says.
+//! pointers and opcode are not tracked (FNSAVE/FXSAVE store zeros).
 
 use crate::cpu::{AF, CF, Cpu, OF, PF, RAX, SF as RF_SF, ZF};
 use crate::exec::Exception;
 use crate::mem::Memory;
-use crate::softfloat::{Env, F32, F64, Fmt, IE, Round, X80};
+use crate::softfloat::{DE, Env, F32, F64, Fmt, IE, Round, X80, ZE};
 use crate::sse::{load, store};
 use core::cmp::Ordering;
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
@@ -233,6 +232,12 @@ impl Fpu<'_> {
             f.fsw |= ES | B;
         }
     }
+    /// C1 reports an inexact result rounded up.
+    fn round_up(&mut self, env: &Env) {
+        if env.up && env.flags & crate::softfloat::PE != 0 {
+            self.cpu.fpu.fsw |= C1;
+        }
+    }
     fn env(&self) -> Env {
         let fcw = self.cpu.fpu.fcw as u32;
         Env {
@@ -241,6 +246,7 @@ impl Fpu<'_> {
             daz: false,
             um: fcw & (1 << 4) != 0,
             flags: 0,
+            up: false,
         }
     }
     /// X80 with the FCW precision control.
@@ -289,22 +295,31 @@ fn load_operand(
     })
 }
 
-/// x87 NaN propagation: SNaNs are IE; of two NaNs the larger significand wins
-/// (a QNaN over an SNaN); the result is quiet.
+/// x87 NaN propagation: SNaNs are IE; a QNaN wins over an SNaN, otherwise the
+/// larger significand wins (the positive one on a tie); the result is quiet.
 fn nan_result(env: &mut Env, a: u128, b: u128) -> Option<u128> {
     let quiet = |x: u128| x | (1 << 62);
     let snan = |x: u128| is_nan80(x) && x & (1 << 62) == 0;
-    if snan(a) || snan(b) {
+    let (sa, sb) = (snan(a), snan(b));
+    if sa || sb {
         env.flags |= IE;
     }
+    let larger = || {
+        let (ma, mb) = (a as u64, b as u64);
+        if ma != mb {
+            if ma > mb { a } else { b }
+        } else if a >> 79 == 0 {
+            a
+        } else {
+            b
+        }
+    };
     match (is_nan80(a), is_nan80(b)) {
         (false, false) => None,
         (true, false) => Some(quiet(a)),
         (false, true) => Some(quiet(b)),
-        (true, true) => {
-            let (ma, mb) = (a as u64 | 1 << 62, b as u64 | 1 << 62);
-            Some(quiet(if ma >= mb { a } else { b }))
-        }
+        (true, true) if sa == sb => Some(quiet(larger())),
+        (true, true) => Some(quiet(if sa { b } else { a })),
     }
 }
 
@@ -382,18 +397,24 @@ fn init(cpu: &mut Cpu) {
     cpu.fpu.ftw = 0;
 }
 
-/// Constants (round-to-nearest) as raw 80 bits.
-fn constant(m: Mnemonic) -> u128 {
-    let (exp, mant): (u128, u64) = match m {
-        Mnemonic::Fld1 => (0x3fff, 0x8000_0000_0000_0000),
-        Mnemonic::Fldpi => (0x4000, 0xc90f_daa2_2168_c235),
-        Mnemonic::Fldl2e => (0x3fff, 0xb8aa_3b29_5c17_f0bc),
-        Mnemonic::Fldl2t => (0x4000, 0xd49a_784b_cd1b_8afe),
-        Mnemonic::Fldlg2 => (0x3ffd, 0x9a20_9a84_fbcf_f799),
-        Mnemonic::Fldln2 => (0x3ffe, 0xb172_17f7_d1cf_79ac),
-        _ => (0, 0),
+/// Constants as raw 80 bits, rounded per FCW.RC: the truncated 64-bit mantissa
+/// and whether round-to-nearest goes up (all the irrational ones are inexact).
+fn constant(m: Mnemonic, rc: Round) -> u128 {
+    let (exp, mant, nearest_up): (u128, u64, bool) = match m {
+        Mnemonic::Fld1 => return (0x3fff << 64) | 0x8000_0000_0000_0000,
+        Mnemonic::Fldz => return 0,
+        Mnemonic::Fldpi => (0x4000, 0xc90f_daa2_2168_c234, true),
+        Mnemonic::Fldl2e => (0x3fff, 0xb8aa_3b29_5c17_f0bb, true),
+        Mnemonic::Fldl2t => (0x4000, 0xd49a_784b_cd1b_8afe, false),
+        Mnemonic::Fldlg2 => (0x3ffd, 0x9a20_9a84_fbcf_f798, true),
+        _ => (0x3ffe, 0xb172_17f7_d1cf_79ab, true), // Fldln2
     };
-    (exp << 64) | mant as u128
+    let up = match rc {
+        Round::Nearest => nearest_up,
+        Round::Up => true,
+        Round::Down | Round::Zero => false,
+    };
+    (exp << 64) | (mant + up as u64) as u128
 }
 
 /// Execute one x87 instruction.
@@ -508,13 +529,28 @@ fn stack_op(
             | Fcom
             | Fcomp
     );
+    // The load's own flags: a denormal memory operand is DE unless the other
+    // operand is a NaN (checked below, where that operand is known).
+    let mut lenv = env;
     let operand = if has_mem && loads {
-        Some(load_operand(cpu, mem, i, int, &mut env)?)
+        Some(load_operand(cpu, mem, i, int, &mut lenv)?)
     } else {
         None
     };
     let mut f = Fpu { cpu };
-    f.cpu.fpu.fsw &= !C1;
+    // C1 is cleared by everything but FCOMI/FUCOMI (observed on hardware: they
+    // leave it alone).
+    if !matches!(m, Fcomi | Fcomip | Fucomi | Fucomip) {
+        f.cpu.fpu.fsw &= !C1;
+    }
+    if operand.is_some() {
+        let other_nan = !matches!(m, Fld | Fild) && f.valid(0) && is_nan80(f.raw(0));
+        env.flags |= if other_nan {
+            lenv.flags & !DE
+        } else {
+            lenv.flags
+        };
+    }
     let sti = |n| st_index(i, n).unwrap_or(1);
     match m {
         Fld | Fild => {
@@ -525,7 +561,7 @@ fn stack_op(
             f.raise(env.flags, 0);
             f.push(v);
         }
-        Fld1 | Fldz | Fldpi | Fldl2e | Fldl2t | Fldlg2 | Fldln2 => f.push(constant(m)),
+        Fld1 | Fldz | Fldpi | Fldl2e | Fldl2t | Fldlg2 | Fldln2 => f.push(constant(m, env.round)),
         Fst | Fstp | Fist | Fistp => {
             let v = f.get(0);
             if has_mem {
@@ -544,12 +580,14 @@ fn stack_op(
                     (true, 2 | 4 | 8, Some(x)) => {
                         env.to_int(X80, x, size as u32 * 8, false) as u128
                     }
+                    // Storing a denormal is not a denormal-operand exception.
                     (false, 4, Some(x)) => env.convert(X80, F32, x),
                     (false, 8, Some(x)) => env.convert(X80, F64, x),
                     _ => return Err(Exception::InvalidOpcode),
                 };
                 store(f.cpu, mem, i, &bits.to_le_bytes()[..size], 1)?;
-                f.raise(env.flags, 0);
+                f.raise(env.flags & !DE, 0);
+                f.round_up(&env);
             } else {
                 let d = sti(0);
                 f.set(d, v);
@@ -578,7 +616,11 @@ fn stack_op(
             let b = operand.unwrap_or_else(|| f.get(s));
             let fmt = f.fmt();
             let r = arith(&mut env, fmt, op, a, b);
+            if env.flags & ZE != 0 {
+                env.flags &= !DE; // as SSE: no DE next to a division by zero
+            }
             f.raise(env.flags, 0);
+            f.round_up(&env);
             f.set(d, r);
             if matches!(m, Faddp | Fsubp | Fsubrp | Fmulp | Fdivp | Fdivrp) {
                 f.pop();
@@ -599,6 +641,7 @@ fn stack_op(
                 }
             };
             f.raise(env.flags, 0);
+            f.round_up(&env);
             f.set(0, r);
         }
         Fchs | Fabs => {
