@@ -18,7 +18,6 @@ use crate::softfloat::{Env, F32, F64, Fmt};
 use core::cmp::Ordering;
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
-const CR0_PE: u64 = 1 << 0;
 const CR0_EM: u64 = 1 << 2;
 const CR0_TS: u64 = 1 << 3;
 const CR4_OSFXSR: u64 = 1 << 9;
@@ -28,15 +27,8 @@ const CR4_OSXMMEXCPT: u64 = 1 << 10;
 pub const MXCSR_MASK: u32 = 0xffff;
 
 /// Whether SSE instructions may run: #UD with CR0.EM set or CR4.OSFXSR clear, #NM
-/// with CR0.TS set. Enforced only once CR0.PE is set, so the 64-bit user-mode tests
-/// (all control registers zero) and flat test harnesses run with SSE enabled.
-///
-/// #NM is reported as [`Exception::InvalidOpcode`] until the exception enum has a
-/// device-not-available variant (merge TODO).
+/// with CR0.TS set.
 pub(crate) fn check_available(cpu: &Cpu) -> Result<(), Exception> {
-    if cpu.cr0 & CR0_PE == 0 {
-        return Ok(());
-    }
     if cpu.cr0 & CR0_EM != 0 || cpu.cr4 & CR4_OSFXSR == 0 {
         return Err(Exception::InvalidOpcode);
     }

@@ -28,25 +28,20 @@ const ES: u16 = 1 << 7;
 const B: u16 = 1 << 15;
 const CC: u16 = C0 | C1 | C2 | C3;
 
-const CR0_PE: u64 = 1 << 0;
 const CR0_MP: u64 = 1 << 1;
 const CR0_EM: u64 = 1 << 2;
 const CR0_TS: u64 = 1 << 3;
 
 /// #NM conditions: CR0.EM or CR0.TS for x87 instructions; CR0.TS with CR0.MP for
-/// WAIT. Enforced once CR0.PE is set (as [`crate::sse::check_available`]); #NM is
-/// reported as #UD until the exception enum has a variant for it (merge TODO).
+/// WAIT.
 pub(crate) fn check_available(cpu: &Cpu, wait: bool) -> Result<(), Exception> {
-    if cpu.cr0 & CR0_PE == 0 {
-        return Ok(());
-    }
     let nm = if wait {
         cpu.cr0 & CR0_TS != 0 && cpu.cr0 & CR0_MP != 0
     } else {
         cpu.cr0 & (CR0_EM | CR0_TS) != 0
     };
     if nm {
-        return Err(Exception::InvalidOpcode); // #NM
+        return Err(Exception::Vector(7)); // #NM
     }
     Ok(())
 }
