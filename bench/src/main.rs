@@ -268,7 +268,6 @@ fn run_inproc(ctx: &Ctx, payload: &Path, backend: Backend) -> Result<Sample, Str
         vcpus: 1,
         profile: &QEMU_XEN,
         backend,
-        deterministic: false,
         firmware: payload.to_path_buf(),
         kernel: None,
         ramdisk: None,
