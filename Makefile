@@ -4,7 +4,7 @@
 #   make test    set up, build, run every test and the format check (what .ci/run runs)
 #   make setup   host packages, rustup target, Debian artifacts, test initramfs (scripts/setup.sh)
 #   make build   host crates, guest firmware, no_std check of the shared crates
-#   make bench   PIO round-trip benchmark: chassis on kvm vs QEMU kvm and TCG (installs QEMU)
+#   make bench   PIO round trip (chassis kvm vs QEMU kvm/TCG), instruction throughput (chassis emu vs QEMU TCG); installs QEMU
 #   make fuzz    run every cargo-fuzz target for FUZZ_SECONDS each (not part of make test)
 #   make clean   cargo clean (keeps cache/; `make distclean` drops it too)
 #
