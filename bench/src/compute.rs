@@ -229,7 +229,7 @@ pub fn run(ctx: &Ctx, runs: usize, qemu: bool) -> bool {
         .map(|r| r.ips);
     println!();
     println!(
-        "| backend | N1 / N2 | t(N1) / t(N2) | guest instr/s | chassis emu / this | checksums |"
+        "| backend | N1 / N2 | t(N1) / t(N2) | guest instr/s | instr/s vs chassis emu | checksums |"
     );
     println!("| --- | --- | --- | --- | --- | --- |");
     for r in &rows {
@@ -241,7 +241,7 @@ pub fn run(ctx: &Ctx, runs: usize, qemu: bool) -> bool {
             r.t.0.as_secs_f64(),
             r.t.1.as_secs_f64(),
             r.ips / 1e6,
-            base.map_or("-".into(), |b| ratio(b / r.ips)),
+            base.map_or("-".into(), |b| ratio(r.ips / b)),
             r.sums.0,
             r.sums.1
         );
