@@ -20,6 +20,8 @@
 //! Environment: `CHASSIS_BENCH_RUNS` (default 3), `CHASSIS_BIN` (default: `chassis` next
 //! to this executable), `QEMU` (default `qemu-system-x86_64`).
 
+mod compute;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -156,6 +158,10 @@ struct Sample {
     /// Port I/O exits (chassis in-process only).
     pio_exits: Option<u64>,
     other_exits: Option<u64>,
+    /// Guest instructions retired (chassis emu in-process only).
+    instructions: Option<u64>,
+    /// Everything the guest wrote to COM1.
+    out: Vec<u8>,
 }
 
 /// Reads a COM1 byte stream; sends the arrival time of the first `<` and the first `>`
@@ -233,6 +239,11 @@ impl Ctx {
 
 /// chassis on kvm, in this process.
 fn run_chassis_inproc(ctx: &Ctx, n: u32) -> Result<Sample, String> {
+    run_inproc(ctx, &ctx.payload_path(n), Backend::Kvm)
+}
+
+/// chassis on `backend`, in this process, with `payload` as the firmware.
+fn run_inproc(ctx: &Ctx, payload: &Path, backend: Backend) -> Result<Sample, String> {
     let fifo = ctx.dir.join("com1.fifo");
     if !fifo.exists() {
         let ok = Command::new("mkfifo")
@@ -256,8 +267,8 @@ fn run_chassis_inproc(ctx: &Ctx, n: u32) -> Result<Sample, String> {
         memory_mib: 32,
         vcpus: 1,
         profile: &QEMU_XEN,
-        backend: Backend::Kvm,
-        firmware: ctx.payload_path(n),
+        backend,
+        firmware: payload.to_path_buf(),
         kernel: None,
         ramdisk: None,
         bios: None,
@@ -284,6 +295,8 @@ fn run_chassis_inproc(ctx: &Ctx, n: u32) -> Result<Sample, String> {
         marker,
         pio_exits: Some(stats.exits.pio),
         other_exits: Some(stats.exits.other + stats.exits.mmio),
+        instructions: (backend == Backend::Emu).then_some(stats.instructions),
+        out,
     })
 }
 
@@ -330,6 +343,8 @@ fn run_child(what: &str, mut cmd: Command, limit: Duration) -> Result<Sample, St
         marker,
         pio_exits: None,
         other_exits: None,
+        instructions: None,
+        out,
     })
 }
 
@@ -352,6 +367,11 @@ fn run_chassis_cli(ctx: &Ctx, n: u32) -> Result<Sample, String> {
 }
 
 fn run_qemu(ctx: &Ctx, accel: &str, n: u32) -> Result<Sample, String> {
+    run_qemu_with(ctx, accel, &ctx.payload_path(n))
+}
+
+/// QEMU `-M pc` with `payload` as its `-kernel` (PVH entry).
+fn run_qemu_with(ctx: &Ctx, accel: &str, payload: &Path) -> Result<Sample, String> {
     let mut cmd = Command::new(&ctx.qemu);
     cmd.args([
         "-M",
@@ -362,7 +382,7 @@ fn run_qemu(ctx: &Ctx, accel: &str, n: u32) -> Result<Sample, String> {
         "-no-reboot",
         "-kernel",
     ])
-    .arg(ctx.payload_path(n));
+    .arg(payload);
     run_child(&format!("qemu {accel}"), cmd, Duration::from_secs(120))
 }
 
@@ -551,7 +571,6 @@ fn main() {
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 
     let first = rows.first().filter(|r| r.name.starts_with("chassis kvm"));
     let base = first.map(|r| r.per_pio_us);
@@ -583,6 +602,10 @@ fn main() {
             },
         );
     }
+    if !compute::run(&ctx, runs, qv.is_some()) {
+        failed = true;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
     println!();
     println!(
         "chassis-bench: {:.1} s in all",

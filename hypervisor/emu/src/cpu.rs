@@ -45,6 +45,8 @@ pub const CR4_TSD: u64 = 1 << 2;
 pub const CR4_PSE: u64 = 1 << 4;
 pub const CR4_PAE: u64 = 1 << 5;
 pub const CR4_PGE: u64 = 1 << 7;
+pub const CR4_OSFXSR: u64 = 1 << 9;
+pub const CR4_OSXMMEXCPT: u64 = 1 << 10;
 /// EFER bits.
 pub const EFER_SCE: u64 = 1 << 0;
 pub const EFER_LME: u64 = 1 << 8;
@@ -261,6 +263,8 @@ impl Cpu {
         c.seg = [Segment::new(0x10, 0, u32::MAX, DATA32); 6];
         c.seg[CS] = Segment::new(0x08, 0, u32::MAX, CODE64);
         c.cr0 = CR0_PE | CR0_ET;
+        // SSE enabled, as every 64-bit OS has it (the user-mode differential tests).
+        c.cr4 = CR4_OSFXSR | CR4_OSXMMEXCPT;
         c.efer = EFER_LME | EFER_LMA;
         c
     }

@@ -511,6 +511,8 @@ fn dispatch(cpu: &mut Cpu, mem: &mut dyn Memory, i: &Instruction) -> Result<(), 
             }
             Ok(())
         }
+        _ if crate::sse::handles(m) => crate::sse::exec(cpu, mem, i),
+        _ if crate::x87::handles(m) => crate::x87::exec(cpu, mem, i),
         _ => legacy::exec(cpu, mem, i, m),
     }
 }

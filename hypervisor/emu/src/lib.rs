@@ -33,9 +33,12 @@ mod muldiv;
 pub mod ops;
 mod seg;
 mod shift;
+mod softfloat;
+mod sse;
 mod string;
 mod system;
 pub mod vcpu;
+mod x87;
 
 pub use bus::Bus;
 pub use cpu::Cpu;

@@ -144,8 +144,8 @@ fn unimplemented_and_invalid_are_ud_without_side_effects() {
         &[0x0f, 0x01, 0xd0],
         // SYSCALL with EFER.SCE = 0.
         &[0x0f, 0x05],
-        &[0x66, 0x0f, 0xef, 0xc0],
-        &[0xd9, 0xe8],
+        &[0x66, 0x0f, 0x38, 0x00, 0xc0], // pshufb: SSSE3 is not advertised
+        &[0xd9, 0xf0],                   // f2xm1: outside the x87 subset
     ] {
         let (mut cpu, mut mem) = setup(code);
         let before = cpu.clone();
