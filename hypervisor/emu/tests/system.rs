@@ -673,6 +673,51 @@ fn trap_flag_single_steps_through_db() {
     assert_ne!(v.cpu.dr[6] & (1 << 14), 0);
 }
 
+/// 32-bit paging identity-mapping the first MiB except the page at 0x50000.
+fn paged_with_hole(code: &[u8]) -> (TestBus, Cpu) {
+    let (mut bus, mut c) = pm32(code);
+    bus.put_u32(0x20000, 0x21000 | 3);
+    for k in 0..256u32 {
+        let flags = if k == 0x50 { 0 } else { 3 };
+        bus.put_u32(0x21000 + 4 * k as u64, (k << 12) | flags);
+    }
+    c.cr3 = 0x20000;
+    c.cr0 |= CR0_PG;
+    bus.put_u64(IDT + 14 * 8, gate32(0x08, 0x3000, 0xe, 0));
+    let handler = asm(32, 0x3000, |a| {
+        a.pop(eax)?;
+        a.out(0x90, eax)?;
+        a.mov(eax, cr2)?;
+        a.out(0x91, eax)?;
+        a.hlt()
+    });
+    bus.load(0x3000, &handler);
+    (bus, c)
+}
+
+#[test]
+fn accesses_straddling_a_missing_page_fault_on_the_second_page_and_change_nothing() {
+    // An instruction whose last bytes are on the missing page.
+    let (mut bus, mut c) = paged_with_hole(&[]);
+    bus.load(0x4fffd, &[0xb8, 0x78, 0x56, 0x34, 0x12]);
+    c.rip = 0x4fffd;
+    let (v, e) = run(&mut bus, c, 100);
+    assert_eq!(e, HALTED_CLI, "{}", v.summary());
+    assert_eq!(bus.outs, vec![(0x90, 4, 0), (0x91, 4, 0x50000)]);
+    // A 4-byte store across the boundary: #PF(W) for the second page, no byte written.
+    let code = asm(32, 0x1000, |a| {
+        a.mov(dword_ptr(0x4fffe), 0xaabb_ccddu32)?;
+        a.hlt()
+    });
+    let (mut bus, c) = paged_with_hole(&code);
+    bus.ram[0x4fffe] = 0x11;
+    bus.ram[0x4ffff] = 0x22;
+    let (v, e) = run(&mut bus, c, 100);
+    assert_eq!(e, HALTED_CLI, "{}", v.summary());
+    assert_eq!(bus.outs, vec![(0x90, 4, 2), (0x91, 4, 0x50000)]);
+    assert_eq!(&bus.ram[0x4fffe..0x50000], &[0x11, 0x22]);
+}
+
 /// Speed of the run loop on a simple loop (run with `--ignored --nocapture`).
 #[test]
 #[ignore]
