@@ -259,6 +259,7 @@ impl EmuVcpu {
                 };
             }
             cpu.shadow = false;
+            let single_step = cpu.rflags & crate::cpu::TF != 0;
             let r = match fetch(cpu, &mut m) {
                 Ok(i) => {
                     let r = exec::execute(cpu, &mut m, &i);
@@ -279,6 +280,14 @@ impl EmuVcpu {
                 && let Err(why) = raise_exception(cpu, &mut m, e)
             {
                 break RunExit::Shutdown(why);
+            }
+            // TF set when the instruction began: a single-step #DB trap after it
+            // completes (DR6.BS).
+            if single_step && r.is_ok() {
+                cpu.dr[6] |= 1 << 14;
+                if let Err(why) = raise(cpu, &mut m, 1, None, false, Class::Benign) {
+                    break RunExit::Shutdown(why);
+                }
             }
             if m.stop {
                 break RunExit::Stopped;
