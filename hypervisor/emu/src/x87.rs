@@ -289,14 +289,25 @@ fn load_operand(
         (true, 2) => pack80(env.from_int(X80, v as u16 as i16 as i64)),
         (true, 4) => pack80(env.from_int(X80, v as u32 as i32 as i64)),
         (true, _) => pack80(env.from_int(X80, v as u64 as i64)),
+        // NaNs keep their signaling bit: the instruction's NaN rules need it.
+        (false, 4) if F32.is_nan(v) => nan_to_80(v, 32, 23),
+        (false, 8) if F64.is_nan(v) => nan_to_80(v, 64, 52),
         (false, 4) => pack80(env.convert(F32, X80, v)),
         (false, 8) => pack80(env.convert(F64, X80, v)),
         (false, _) => v,
     })
 }
 
-/// x87 NaN propagation: SNaNs are IE; a QNaN wins over an SNaN, otherwise the
-/// larger significand wins (the positive one on a tie); the result is quiet.
+/// A binary32/64 NaN widened to 80 bits, payload kept, not quieted.
+fn nan_to_80(v: u128, width: u32, frac: u32) -> u128 {
+    let sign = (v >> (width - 1)) & 1;
+    let payload = v & ((1 << frac) - 1);
+    (sign << 79) | (EXP_MASK << 64) | (1 << 63) | (payload << (63 - frac))
+}
+
+/// x87 NaN propagation for `a op b` (in computation order): SNaNs are IE; a QNaN
+/// wins over an SNaN, otherwise the larger significand, `a` on a tie; the result is
+/// quiet.
 fn nan_result(env: &mut Env, a: u128, b: u128) -> Option<u128> {
     let quiet = |x: u128| x | (1 << 62);
     let snan = |x: u128| is_nan80(x) && x & (1 << 62) == 0;
@@ -304,21 +315,11 @@ fn nan_result(env: &mut Env, a: u128, b: u128) -> Option<u128> {
     if sa || sb {
         env.flags |= IE;
     }
-    let larger = || {
-        let (ma, mb) = (a as u64, b as u64);
-        if ma != mb {
-            if ma > mb { a } else { b }
-        } else if a >> 79 == 0 {
-            a
-        } else {
-            b
-        }
-    };
     match (is_nan80(a), is_nan80(b)) {
         (false, false) => None,
         (true, false) => Some(quiet(a)),
         (false, true) => Some(quiet(b)),
-        (true, true) if sa == sb => Some(quiet(larger())),
+        (true, true) if sa == sb => Some(quiet(if b as u64 > a as u64 { b } else { a })),
         (true, true) => Some(quiet(if sa { b } else { a })),
     }
 }
@@ -334,7 +335,11 @@ enum Op {
 }
 
 fn arith(env: &mut Env, f: Fmt, op: Op, a: u128, b: u128) -> u128 {
-    if let Some(n) = nan_result(env, a, b) {
+    let (first, second) = match op {
+        Op::SubR | Op::DivR => (b, a),
+        _ => (a, b),
+    };
+    if let Some(n) = nan_result(env, first, second) {
         return n;
     }
     let (Some(x), Some(y)) = (unpack80(a), unpack80(b)) else {
@@ -557,6 +562,16 @@ fn stack_op(
             let v = match operand {
                 Some(v) => v,
                 None => f.get(sti(0)),
+            };
+            // FLD m32/m64 of an SNaN: IE, loaded quiet (m80 loads are raw).
+            let v = match (operand, i.memory_size().size()) {
+                (Some(_), 4 | 8) if is_nan80(v) => {
+                    if v & (1 << 62) == 0 {
+                        env.flags |= IE;
+                    }
+                    v | (1 << 62)
+                }
+                _ => v,
             };
             f.raise(env.flags, 0);
             f.push(v);
