@@ -990,7 +990,7 @@ fn x87_reset(code: &mut Vec<u8>) {
 /// FXSAVE, clobber XMM registers and MXCSR, FXRSTOR (sometimes of a patched image),
 /// FXSAVE again: the registers and both images are compared.
 fn fxsave_case(rng: &mut Rng, data_addr: u64) -> Case {
-    let mut state = random_state(rng, data_addr);
+    let state = random_state(rng, data_addr);
     let mut code = Vec::new();
     x87_reset(&mut code);
     let d = if rng.chance(8) { -512 + 8 } else { -512 };
