@@ -205,6 +205,10 @@ pub(crate) fn handles(m: Mnemonic) -> bool {
             | Sqrtsd
             | Sqrtps
             | Sqrtpd
+            | Rcpss
+            | Rcpps
+            | Rsqrtss
+            | Rsqrtps
             | Minss
             | Minsd
             | Minps
@@ -771,6 +775,17 @@ pub(crate) fn exec(cpu: &mut Cpu, mem: &mut dyn Memory, i: &Instruction) -> Resu
                 r
             })?;
             cpu.fpu.xmm[d] = r;
+            Ok(())
+        }
+        Rcpss | Rcpps | Rsqrtss | Rsqrtps => {
+            let d = xreg(i, 0)?;
+            let s = src(cpu, mem, i, 1)?;
+            let n = if matches!(m, Rcpss | Rsqrtss) { 1 } else { 4 };
+            let sqrt = matches!(m, Rsqrtss | Rsqrtps);
+            cpu.fpu.xmm[d] = (0..n).fold(cpu.fpu.xmm[d], |r, k| {
+                let v = Env::approx_recip(F32, lane(s, 32, k) as u128, sqrt);
+                with_lane(r, 32, k, v as u64)
+            });
             Ok(())
         }
         Ldmxcsr => {

@@ -127,6 +127,10 @@ pub(crate) fn handles(m: Mnemonic) -> bool {
             | Fnsave
             | Fsave
             | Frstor
+            | Fnstenv
+            | Fstenv
+            | Fldenv
+            | Frndint
     )
 }
 
@@ -306,8 +310,8 @@ fn nan_to_80(v: u128, width: u32, frac: u32) -> u128 {
 }
 
 /// x87 NaN propagation for `a op b` (in computation order): SNaNs are IE; a QNaN
-/// wins over an SNaN, otherwise the larger significand, `a` on a tie; the result is
-/// quiet.
+/// wins over an SNaN, otherwise the larger significand, the positive one on a tie;
+/// the result is quiet.
 fn nan_result(env: &mut Env, a: u128, b: u128) -> Option<u128> {
     let quiet = |x: u128| x | (1 << 62);
     let snan = |x: u128| is_nan80(x) && x & (1 << 62) == 0;
@@ -319,7 +323,11 @@ fn nan_result(env: &mut Env, a: u128, b: u128) -> Option<u128> {
         (false, false) => None,
         (true, false) => Some(quiet(a)),
         (false, true) => Some(quiet(b)),
-        (true, true) if sa == sb => Some(quiet(if b as u64 > a as u64 { b } else { a })),
+        (true, true) if sa == sb => {
+            let (ma, mb) = (a as u64, b as u64);
+            let pick_a = ma > mb || (ma == mb && a >> 79 == 0);
+            Some(quiet(if pick_a { a } else { b }))
+        }
         (true, true) => Some(quiet(if sa { b } else { a })),
     }
 }
@@ -461,6 +469,32 @@ pub(crate) fn exec(cpu: &mut Cpu, mem: &mut dyn Memory, i: &Instruction) -> Resu
             if f.cpu.fpu.fsw & !f.cpu.fpu.fcw & 0x3f == 0 {
                 f.cpu.fpu.fsw &= !(ES | B);
             }
+            Ok(())
+        }
+        Fnstenv | Fstenv => {
+            // 28-byte environment (32/64-bit layout); pointers not tracked. Then all
+            // exceptions are masked, as the hardware does.
+            if i.memory_size().size() != 28 {
+                return Err(Exception::InvalidOpcode);
+            }
+            let mut b = [0u8; 28];
+            b[0..2].copy_from_slice(&cpu.fpu.fcw.to_le_bytes());
+            b[4..6].copy_from_slice(&cpu.fpu.fsw.to_le_bytes());
+            b[8..10].copy_from_slice(&full_tags(cpu).to_le_bytes());
+            store(cpu, mem, i, &b, 1)?;
+            cpu.fpu.fcw |= 0x3f;
+            Ok(())
+        }
+        Fldenv => {
+            if i.memory_size().size() != 28 {
+                return Err(Exception::InvalidOpcode);
+            }
+            let mut b = [0u8; 28];
+            load(cpu, mem, i, &mut b, 1)?;
+            cpu.fpu.fcw = u16::from_le_bytes([b[0], b[1]]);
+            cpu.fpu.fsw = u16::from_le_bytes([b[4], b[5]]);
+            let tags = u16::from_le_bytes([b[8], b[9]]);
+            cpu.fpu.ftw = (0..8).fold(0, |t, p| t | (((tags >> (2 * p)) & 3 != 3) as u8) << p);
             Ok(())
         }
         Fnsave | Fsave => {
@@ -653,6 +687,19 @@ fn stack_op(
                         env.flags |= IE;
                         INDEFINITE
                     }
+                }
+            };
+            f.raise(env.flags, 0);
+            f.round_up(&env);
+            f.set(0, r);
+        }
+        Frndint => {
+            let a = f.get(0);
+            let r = match unpack80(a) {
+                Some(x) => pack80(env.round_integral(X80, x)),
+                None => {
+                    env.flags |= IE;
+                    INDEFINITE
                 }
             };
             f.raise(env.flags, 0);

@@ -311,3 +311,49 @@ fn sse_and_x87_random_bytes_never_panic() {
     eprintln!("sse/x87 no_panic: {executed} instructions executed");
     assert!(executed > iters / 10);
 }
+
+#[test]
+fn fnstenv_fldenv_as_glibc_fenv_uses_them() {
+    // fninit; fld1; fnstenv [rbx]; fninit; fldenv [rbx]; fnstsw ax
+    let (mut cpu, mut mem) = setup(&[
+        0xdb, 0xe3, 0xd9, 0xe8, 0xd9, 0x33, 0xdb, 0xe3, 0xd9, 0x23, 0xdf, 0xe0,
+    ]);
+    run(&mut cpu, &mut mem, 3);
+    assert_eq!(mem.read_u16(DATA).unwrap(), 0x037f);
+    assert_eq!(
+        mem.read_u16(DATA + 4).unwrap(),
+        7 << 11,
+        "TOP 7 after one push"
+    );
+    assert_eq!(
+        mem.read_u16(DATA + 8).unwrap(),
+        0x3fff,
+        "R7 valid, the rest empty"
+    );
+    // feclearexcept-style edit of the saved status word, then reload.
+    mem.write_u16(DATA, 0x0372).unwrap();
+    run(&mut cpu, &mut mem, 3);
+    assert_eq!(cpu.fpu.fcw, 0x0372);
+    assert_eq!(cpu.gpr[RAX] & 0xffff, 7 << 11);
+    assert_eq!(cpu.fpu.ftw, 0x80);
+}
+
+#[test]
+fn rcp_and_rsqrt_are_within_the_architectural_error() {
+    // rcpps xmm0, xmm1; rsqrtps xmm2, xmm1
+    let (mut cpu, mut mem) = setup(&[0x0f, 0x53, 0xc1, 0x0f, 0x52, 0xd1]);
+    let xs = [3.0f32, 0.1, 1e-3, 12345.0];
+    cpu.fpu.xmm[1] = xs
+        .iter()
+        .enumerate()
+        .fold(0u128, |v, (k, x)| v | (x.to_bits() as u128) << (32 * k));
+    let mxcsr = cpu.fpu.mxcsr;
+    run(&mut cpu, &mut mem, 2);
+    for (k, x) in xs.iter().enumerate() {
+        let rcp = f32::from_bits((cpu.fpu.xmm[0] >> (32 * k)) as u32);
+        let rsq = f32::from_bits((cpu.fpu.xmm[2] >> (32 * k)) as u32);
+        assert!(((rcp * x) - 1.0).abs() <= 1.5 / 4096.0, "rcp {x}");
+        assert!(((rsq * x.sqrt()) - 1.0).abs() <= 1.5 / 4096.0, "rsqrt {x}");
+    }
+    assert_eq!(cpu.fpu.mxcsr, mxcsr, "no MXCSR flags");
+}
