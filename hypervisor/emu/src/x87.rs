@@ -438,6 +438,23 @@ pub(crate) fn exec(cpu: &mut Cpu, mem: &mut dyn Memory, i: &Instruction) -> Resu
         return Err(Exception::InvalidOpcode);
     }
     check_available(cpu, m == Wait)?;
+    // A fault leaves the FPU (and RFLAGS, for FCOMI) as they were.
+    let (saved, rflags) = (cpu.fpu.clone(), cpu.rflags);
+    let r = exec_inner(cpu, mem, i, m);
+    if r.is_err() {
+        cpu.fpu = saved;
+        cpu.rflags = rflags;
+    }
+    r
+}
+
+fn exec_inner(
+    cpu: &mut Cpu,
+    mem: &mut dyn Memory,
+    i: &Instruction,
+    m: Mnemonic,
+) -> Result<(), Exception> {
+    use Mnemonic::*;
     let has_mem = (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Memory);
     match m {
         Wait | Fnop => Ok(()),
@@ -478,6 +495,8 @@ pub(crate) fn exec(cpu: &mut Cpu, mem: &mut dyn Memory, i: &Instruction) -> Resu
                 return Err(Exception::InvalidOpcode);
             }
             let mut b = [0u8; 28];
+            // The upper halves of the FCW/FSW/FTW doublewords read as ones.
+            b[..12].fill(0xff);
             b[0..2].copy_from_slice(&cpu.fpu.fcw.to_le_bytes());
             b[4..6].copy_from_slice(&cpu.fpu.fsw.to_le_bytes());
             b[8..10].copy_from_slice(&full_tags(cpu).to_le_bytes());
@@ -502,6 +521,8 @@ pub(crate) fn exec(cpu: &mut Cpu, mem: &mut dyn Memory, i: &Instruction) -> Resu
                 return Err(Exception::InvalidOpcode); // 16-bit layout
             }
             let mut b = [0u8; 108];
+            // The upper halves of the FCW/FSW/FTW doublewords read as ones.
+            b[..12].fill(0xff);
             b[0..2].copy_from_slice(&cpu.fpu.fcw.to_le_bytes());
             b[4..6].copy_from_slice(&cpu.fpu.fsw.to_le_bytes());
             b[8..10].copy_from_slice(&full_tags(cpu).to_le_bytes());
@@ -577,9 +598,23 @@ fn stack_op(
         None
     };
     let mut f = Fpu { cpu };
-    // C1 is cleared by everything but FCOMI/FUCOMI (observed on hardware: they
-    // leave it alone).
-    if !matches!(m, Fcomi | Fcomip | Fucomi | Fucomip) {
+    // C1 is cleared by everything but FCOMI/FUCOMI and FCMOVcc (observed on
+    // hardware: they leave it alone).
+    if !matches!(
+        m,
+        Fcomi
+            | Fcomip
+            | Fucomi
+            | Fucomip
+            | Fcmovb
+            | Fcmove
+            | Fcmovbe
+            | Fcmovu
+            | Fcmovnb
+            | Fcmovne
+            | Fcmovnbe
+            | Fcmovnu
+    ) {
         f.cpu.fpu.fsw &= !C1;
     }
     if operand.is_some() {

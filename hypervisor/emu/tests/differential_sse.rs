@@ -1077,7 +1077,7 @@ fn x87_case(rng: &mut Rng, data_addr: u64) -> Case {
     }
     let ops = rng.below(4) as usize;
     for _ in 0..ops {
-        let sel = rng.below(10);
+        let sel = rng.below(11);
         match sel {
             0..=3 if depth >= 2 => {
                 // fadd/fmul/fsub/fsubr/fdiv/fdivr st(0), st(i) or st(i), st(0), or the P form.
@@ -1133,15 +1133,48 @@ fn x87_case(rng: &mut Rng, data_addr: u64) -> Case {
                     depth -= 1;
                 }
             }
+            9 => {
+                // Register moves: fld/fst/fstp/fxch/fcmovcc/ffree with st(i).
+                let i = rng.below(depth as u64) as u8;
+                match rng.below(6) {
+                    0 if depth < 8 => {
+                        code.extend_from_slice(&[0xd9, 0xc0 | i]);
+                        depth += 1;
+                    }
+                    1 => code.extend_from_slice(&[0xdd, 0xd0 | i]),
+                    2 => code.extend_from_slice(&[0xd9, 0xc8 | i]),
+                    3 => code.extend_from_slice(&[
+                        rng.pick(&[0xdau8, 0xdb]),
+                        0xc0 | ((rng.below(4) as u8) << 3) | i,
+                    ]),
+                    4 if i > 0 => {
+                        code.extend_from_slice(&[0xdd, 0xd8 | i]);
+                        depth -= 1;
+                    }
+                    _ => code.extend_from_slice(&[0xd9, 0xe1]),
+                }
+            }
             _ => {}
         }
         if depth == 0 {
             break;
         }
     }
-    // Sometimes an FXSAVE image of the live stack (tags, TOP, ST order).
-    if rng.chance(2) {
-        fxsave_at(&mut code, rng, 256 - 512);
+    // Sometimes an FXSAVE image of the live stack (tags, TOP, ST order), or an
+    // FNSAVE image (full tag word; it reinitialises the FPU) restored by FRSTOR.
+    match rng.below(4) {
+        0 | 1 => fxsave_at(&mut code, rng, 256 - 512),
+        2 => {
+            x87_modrm(&mut code, &[0xdd], 6, 256); // fnsave [rbx-256]
+            for o in [12, 20] {
+                code.extend_from_slice(&[0x48, 0xc7, 0x83]); // zero FIP..FDS
+                code.extend_from_slice(&(o - 256i32).to_le_bytes());
+                code.extend_from_slice(&[0, 0, 0, 0]);
+            }
+            code.extend_from_slice(&[0xdf, 0xe0]); // fnstsw ax: after FNINIT
+            x87_modrm(&mut code, &[0xdd], 4, 256); // frstor [rbx-256]
+        }
+        _ => {}
     }
     // Store: status word, then pop everything in a random format.
     x87_modrm(&mut code, &[0xdd], 7, X87_OUT); // fnstsw m16
