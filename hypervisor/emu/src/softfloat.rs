@@ -486,7 +486,7 @@ impl Env {
 
     /// Float to signed integer of `bits` (32 or 64); out of range is IE and the
     /// "integer indefinite" (only the sign bit set).
-    pub(crate) fn to_int(&mut self, f: Fmt, a: u128, bits: u32, truncate: bool) -> u64 {
+    pub(crate) fn float_to_int(&mut self, f: Fmt, a: u128, bits: u32, truncate: bool) -> u64 {
         self.up = false;
         let indefinite = 1u64 << (bits - 1);
         if f.is_nan(a) || f.is_inf(a) {
@@ -604,7 +604,7 @@ impl Env {
         }
     }
 
-    pub(crate) fn from_int(&mut self, f: Fmt, v: i64) -> u128 {
+    pub(crate) fn int_to_float(&mut self, f: Fmt, v: i64) -> u128 {
         if v == 0 {
             return 0;
         }

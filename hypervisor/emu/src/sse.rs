@@ -689,7 +689,7 @@ pub(crate) fn exec(cpu: &mut Cpu, mem: &mut dyn Memory, i: &Instruction) -> Resu
                 v as u32 as i32 as i64
             };
             let (f, w) = if m == Cvtsi2ss { (F32, 32) } else { (F64, 64) };
-            let r = float(cpu, |e| e.from_int(f, v))? as u64;
+            let r = float(cpu, |e| e.int_to_float(f, v))? as u64;
             cpu.fpu.xmm[d] = with_lane(cpu.fpu.xmm[d], w, 0, r);
             Ok(())
         }
@@ -705,7 +705,7 @@ pub(crate) fn exec(cpu: &mut Cpu, mem: &mut dyn Memory, i: &Instruction) -> Resu
                 return Err(Exception::InvalidOpcode);
             }
             let trunc = matches!(m, Cvttss2si | Cvttsd2si);
-            let r = float(cpu, |e| e.to_int(f, a as u128, bits, trunc))?;
+            let r = float(cpu, |e| e.float_to_int(f, a as u128, bits, trunc))?;
             write_reg(cpu, i.op0_register(), r)
         }
         Cvtss2sd | Cvtsd2ss => {
@@ -730,24 +730,24 @@ pub(crate) fn exec(cpu: &mut Cpu, mem: &mut dyn Memory, i: &Instruction) -> Resu
                     Cvtdq2ps => {
                         for k in 0..4 {
                             let v = sx(lane(s, 32, k), 32);
-                            r = with_lane(r, 32, k, e.from_int(F32, v) as u64);
+                            r = with_lane(r, 32, k, e.int_to_float(F32, v) as u64);
                         }
                     }
                     Cvtdq2pd => {
                         for k in 0..2 {
                             let v = sx(lane(s, 32, k), 32);
-                            r = with_lane(r, 64, k, e.from_int(F64, v) as u64);
+                            r = with_lane(r, 64, k, e.int_to_float(F64, v) as u64);
                         }
                     }
                     Cvtps2dq | Cvttps2dq => {
                         for k in 0..4 {
-                            let v = e.to_int(F32, lane(s, 32, k) as u128, 32, m == Cvttps2dq);
+                            let v = e.float_to_int(F32, lane(s, 32, k) as u128, 32, m == Cvttps2dq);
                             r = with_lane(r, 32, k, v);
                         }
                     }
                     Cvtpd2dq | Cvttpd2dq => {
                         for k in 0..2 {
-                            let v = e.to_int(F64, lane(s, 64, k) as u128, 32, m == Cvttpd2dq);
+                            let v = e.float_to_int(F64, lane(s, 64, k) as u128, 32, m == Cvttpd2dq);
                             r = with_lane(r, 32, k, v);
                         }
                     }
@@ -808,7 +808,7 @@ pub(crate) fn exec(cpu: &mut Cpu, mem: &mut dyn Memory, i: &Instruction) -> Resu
             load(cpu, mem, i, &mut img, 16)?;
             cpu.fpu
                 .fxrstor(&img)
-                .map_err(|()| Exception::GeneralProtection)
+                .map_err(|_| Exception::GeneralProtection)
         }
         _ if is_scalar(m) || is_packed_float(m) => {
             let d = xreg(i, 0)?;

@@ -290,9 +290,9 @@ fn load_operand(
     load(cpu, mem, i, &mut b[..size], 1)?;
     let v = u128::from_le_bytes(b);
     Ok(match (int, size) {
-        (true, 2) => pack80(env.from_int(X80, v as u16 as i16 as i64)),
-        (true, 4) => pack80(env.from_int(X80, v as u32 as i32 as i64)),
-        (true, _) => pack80(env.from_int(X80, v as u64 as i64)),
+        (true, 2) => pack80(env.int_to_float(X80, v as u16 as i16 as i64)),
+        (true, 4) => pack80(env.int_to_float(X80, v as u32 as i32 as i64)),
+        (true, _) => pack80(env.int_to_float(X80, v as u64 as i64)),
         // NaNs keep their signaling bit: the instruction's NaN rules need it.
         (false, 4) if F32.is_nan(v) => nan_to_80(v, 32, 23),
         (false, 8) if F64.is_nan(v) => nan_to_80(v, 64, 52),
@@ -662,7 +662,7 @@ fn stack_op(
                         }
                     }
                     (true, 2 | 4 | 8, Some(x)) => {
-                        env.to_int(X80, x, size as u32 * 8, false) as u128
+                        env.float_to_int(X80, x, size as u32 * 8, false) as u128
                     }
                     // Storing a denormal is not a denormal-operand exception.
                     (false, 4, Some(x)) => env.convert(X80, F32, x),

@@ -1123,7 +1123,7 @@ fn x87_case(rng: &mut Rng, data_addr: u64) -> Case {
             7 => code.extend_from_slice(&[0xd9, rng.pick(&[0xe0u8, 0xe1, 0xe4, 0xe5, 0xfa, 0xfc])]), // fchs/fabs/ftst/fxam/fsqrt
             8 => {
                 let o = X87_IN + 16 + 16 * (rng.below(4) as usize * 4 + rng.pick(&[0usize, 1]));
-                let opc = if (o - X87_IN - 16) / 16 % 4 == 0 {
+                let opc = if ((o - X87_IN - 16) / 16).is_multiple_of(4) {
                     0xd8
                 } else {
                     0xdc

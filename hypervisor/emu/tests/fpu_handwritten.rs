@@ -273,7 +273,7 @@ fn sse_and_x87_random_bytes_never_panic() {
         for x in cpu.fpu.xmm.iter_mut() {
             *x = (next() as u128) << 64 | next() as u128;
         }
-        cpu.fpu.mxcsr = (next() as u32 & 0xffff) | 0x1f80 * (next() % 2) as u32;
+        cpu.fpu.mxcsr = (next() as u32 & 0xffff) | (0x1f80 * (next() % 2) as u32);
         cpu.fpu.fcw = next() as u16;
         cpu.fpu.fsw = next() as u16;
         cpu.fpu.ftw = next() as u8;
