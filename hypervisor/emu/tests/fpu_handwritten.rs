@@ -357,3 +357,49 @@ fn rcp_and_rsqrt_are_within_the_architectural_error() {
     }
     assert_eq!(cpu.fpu.mxcsr, mxcsr, "no MXCSR flags");
 }
+
+#[test]
+fn unmasked_simd_exception_stops_the_instruction() {
+    // divss xmm0, xmm1 with ZM clear and xmm1 = 0: #XM (reported as #UD for now),
+    // destination unchanged, ZE recorded in MXCSR.
+    let (mut cpu, mut mem) = setup(&[0xf3, 0x0f, 0x5e, 0xc1]);
+    cpu.fpu.mxcsr = 0x1f80 & !(1 << 9);
+    cpu.fpu.xmm[0] = 1.0f32.to_bits() as u128;
+    cpu.fpu.xmm[1] = 0;
+    assert_eq!(step(&mut cpu, &mut mem), Err(Exception::InvalidOpcode));
+    assert_eq!(cpu.rip, BASE);
+    assert_eq!(cpu.fpu.xmm[0], 1.0f32.to_bits() as u128);
+    assert_eq!(cpu.fpu.mxcsr & 0x3f, 1 << 2);
+    // Masked: inf and ZE.
+    cpu.fpu.mxcsr = 0x1f80;
+    step(&mut cpu, &mut mem).unwrap();
+    assert_eq!(cpu.fpu.xmm[0], f32::INFINITY.to_bits() as u128);
+    assert_eq!(cpu.fpu.mxcsr, 0x1f84);
+}
+
+#[test]
+fn mxcsr_rounding_modes_are_honoured() {
+    // divsd xmm0, xmm1: 1/3 in each rounding mode; cvtsd2si eax, xmm2 (2.5).
+    let third = 1.0f64 / 3.0;
+    let expect = [
+        (0u32, third),
+        (1, third),                               // down: 1/3 rounds down to nearest too
+        (2, f64::from_bits(third.to_bits() + 1)), // up
+        (3, third),                               // toward zero
+    ];
+    for (rc, want) in expect {
+        let (mut cpu, mut mem) = setup(&[0xf2, 0x0f, 0x5e, 0xc1, 0xf2, 0x0f, 0x2d, 0xc2]);
+        cpu.fpu.mxcsr = 0x1f80 | (rc << 13);
+        cpu.fpu.xmm[0] = 1.0f64.to_bits() as u128;
+        cpu.fpu.xmm[1] = 3.0f64.to_bits() as u128;
+        cpu.fpu.xmm[2] = 2.5f64.to_bits() as u128;
+        run(&mut cpu, &mut mem, 2);
+        assert_eq!(cpu.fpu.xmm[0] as u64, want.to_bits(), "rc {rc}");
+        assert_eq!(
+            cpu.gpr[RAX],
+            [2, 2, 3, 2][rc as usize],
+            "cvtsd2si 2.5, rc {rc}"
+        );
+        assert_eq!(cpu.fpu.mxcsr & 0x3f, 0x20, "PE only");
+    }
+}
