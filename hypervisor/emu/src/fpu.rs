@@ -31,6 +31,10 @@ impl Default for FpuState {
     }
 }
 
+/// An FXRSTOR image with MXCSR bits outside MXCSR_MASK (#GP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReservedMxcsr;
+
 /// FXSAVE writes bytes 0..416 (header, ST0-7, XMM0-15); 416..512 are left alone.
 pub const FXSAVE_WRITTEN: usize = 416;
 
@@ -62,11 +66,11 @@ impl FpuState {
     }
 
     /// Load an FXSAVE image; `Err` (#GP) if it sets MXCSR bits outside MXCSR_MASK.
-    pub fn fxrstor(&mut self, b: &[u8; 512]) -> Result<(), ()> {
+    pub fn fxrstor(&mut self, b: &[u8; 512]) -> Result<(), ReservedMxcsr> {
         let word = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
         let mxcsr = u32::from_le_bytes([b[24], b[25], b[26], b[27]]);
         if mxcsr & !crate::sse::MXCSR_MASK != 0 {
-            return Err(());
+            return Err(ReservedMxcsr);
         }
         self.mxcsr = mxcsr;
         self.fcw = word(0);

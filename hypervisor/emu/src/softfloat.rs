@@ -486,7 +486,7 @@ impl Env {
 
     /// Float to signed integer of `bits` (32 or 64); out of range is IE and the
     /// "integer indefinite" (only the sign bit set).
-    pub(crate) fn to_int(&mut self, f: Fmt, a: u128, bits: u32, truncate: bool) -> u64 {
+    pub(crate) fn float_to_int(&mut self, f: Fmt, a: u128, bits: u32, truncate: bool) -> u64 {
         self.up = false;
         let indefinite = 1u64 << (bits - 1);
         if f.is_nan(a) || f.is_inf(a) {
@@ -533,7 +533,78 @@ impl Env {
         v & (u64::MAX >> (64 - bits))
     }
 
-    pub(crate) fn from_int(&mut self, f: Fmt, v: i64) -> u128 {
+    /// Round to an integral value in the current mode (x87 FRNDINT); PE if inexact.
+    pub(crate) fn round_integral(&mut self, f: Fmt, a: u128) -> u128 {
+        self.up = false;
+        if f.is_nan(a) {
+            if f.is_snan(a) {
+                self.flags |= IE;
+            }
+            return f.quiet(a);
+        }
+        let mut den = false;
+        let a = self.input(f, a, &mut den);
+        self.de(den);
+        if f.is_inf(a) || f.is_zero(a) {
+            return a;
+        }
+        let sign = f.sign(a);
+        let (m, e) = f.finite(a);
+        if e >= 0 {
+            return a;
+        }
+        let (r, inexact) = round_at((m as u128) << 2, false, 2 - e, self.round, sign);
+        if inexact {
+            self.flags |= PE;
+            self.up = (r << (2 - e).min(127)) > (m as u128) << 2;
+        }
+        if r == 0 {
+            return f.zero(sign);
+        }
+        let (flags, up) = (self.flags, self.up);
+        let v = self.round_pack(f, sign, 0, r, false);
+        // Exact repacking: keep this rounding's PE and direction.
+        (self.flags, self.up) = (flags, up);
+        v
+    }
+
+    /// RCPxx/RSQRTxx: architecturally an approximation with relative error at
+    /// most 1.5 * 2^-12; this returns the correctly rounded (to nearest) value,
+    /// which is within that bound. No MXCSR flags; denormal inputs are zeros and
+    /// tiny results are flushed, as the hardware does.
+    pub(crate) fn approx_recip(f: Fmt, a: u128, sqrt: bool) -> u128 {
+        let mut e = Env {
+            round: Round::Nearest,
+            ftz: true,
+            daz: true,
+            um: true,
+            flags: 0,
+            up: false,
+        };
+        let one = ((f.bias() as u128) << f.frac) & !f.sign_bit();
+        if f.is_nan(a) {
+            return f.quiet(a);
+        }
+        let a = if f.is_denormal(a) {
+            f.zero(f.sign(a))
+        } else {
+            a
+        };
+        if sqrt {
+            if f.is_zero(a) {
+                return f.inf(f.sign(a));
+            }
+            if f.sign(a) {
+                return f.indefinite();
+            }
+            let r = e.sqrt(f, a);
+            e.div(f, one, r)
+        } else {
+            e.div(f, one, a)
+        }
+    }
+
+    pub(crate) fn int_to_float(&mut self, f: Fmt, v: i64) -> u128 {
         if v == 0 {
             return 0;
         }

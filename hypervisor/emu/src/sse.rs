@@ -5,10 +5,9 @@
 //! (#GP otherwise) except MOVUPS/MOVUPD/MOVDQU. Floating point goes through
 //! [`crate::softfloat`] so results, MXCSR flags and rounding modes are bit-exact.
 //!
-//! Approximations (see also [`check_available`]): an unmasked SIMD floating-point
-//! exception is reported as #UD (what hardware does with CR4.OSXMMEXCPT clear; #XM
-//! needs an exception variant the system side does not have yet) after the flags
-//! of all lanes were merged into MXCSR; MXCSR_MASK is 0xffff (no AMD MM bit).
+//! An unmasked SIMD floating-point exception is #XM (#UD with CR4.OSXMMEXCPT clear),
+//! raised after the flags of all lanes were merged into MXCSR. Approximation:
+//! MXCSR_MASK is 0xffff (no AMD MM bit).
 
 use crate::cpu::{AF, CF, Cpu, OF, PF, SF, ZF};
 use crate::exec::Exception;
@@ -197,6 +196,10 @@ pub(crate) fn handles(m: Mnemonic) -> bool {
             | Sqrtsd
             | Sqrtps
             | Sqrtpd
+            | Rcpss
+            | Rcpps
+            | Rsqrtss
+            | Rsqrtps
             | Minss
             | Minsd
             | Minps
@@ -406,9 +409,12 @@ fn float<R>(cpu: &mut Cpu, f: impl FnOnce(&mut Env) -> R) -> Result<R, Exception
     let r = f(&mut env);
     cpu.fpu.mxcsr |= env.flags;
     if env.flags & !(cpu.fpu.mxcsr >> 7) & 0x3f != 0 {
-        // #XM with CR4.OSXMMEXCPT set, #UD without; both #UD for now.
-        let _ = cpu.cr4 & CR4_OSXMMEXCPT;
-        return Err(Exception::InvalidOpcode);
+        // #XM with CR4.OSXMMEXCPT set, #UD without.
+        return Err(if cpu.cr4 & CR4_OSXMMEXCPT != 0 {
+            Exception::Vector(19)
+        } else {
+            Exception::InvalidOpcode
+        });
     }
     Ok(r)
 }
@@ -677,7 +683,7 @@ pub(crate) fn exec(cpu: &mut Cpu, mem: &mut dyn Memory, i: &Instruction) -> Resu
                 v as u32 as i32 as i64
             };
             let (f, w) = if m == Cvtsi2ss { (F32, 32) } else { (F64, 64) };
-            let r = float(cpu, |e| e.from_int(f, v))? as u64;
+            let r = float(cpu, |e| e.int_to_float(f, v))? as u64;
             cpu.fpu.xmm[d] = with_lane(cpu.fpu.xmm[d], w, 0, r);
             Ok(())
         }
@@ -693,7 +699,7 @@ pub(crate) fn exec(cpu: &mut Cpu, mem: &mut dyn Memory, i: &Instruction) -> Resu
                 return Err(Exception::InvalidOpcode);
             }
             let trunc = matches!(m, Cvttss2si | Cvttsd2si);
-            let r = float(cpu, |e| e.to_int(f, a as u128, bits, trunc))?;
+            let r = float(cpu, |e| e.float_to_int(f, a as u128, bits, trunc))?;
             write_reg(cpu, i.op0_register(), r)
         }
         Cvtss2sd | Cvtsd2ss => {
@@ -718,24 +724,24 @@ pub(crate) fn exec(cpu: &mut Cpu, mem: &mut dyn Memory, i: &Instruction) -> Resu
                     Cvtdq2ps => {
                         for k in 0..4 {
                             let v = sx(lane(s, 32, k), 32);
-                            r = with_lane(r, 32, k, e.from_int(F32, v) as u64);
+                            r = with_lane(r, 32, k, e.int_to_float(F32, v) as u64);
                         }
                     }
                     Cvtdq2pd => {
                         for k in 0..2 {
                             let v = sx(lane(s, 32, k), 32);
-                            r = with_lane(r, 64, k, e.from_int(F64, v) as u64);
+                            r = with_lane(r, 64, k, e.int_to_float(F64, v) as u64);
                         }
                     }
                     Cvtps2dq | Cvttps2dq => {
                         for k in 0..4 {
-                            let v = e.to_int(F32, lane(s, 32, k) as u128, 32, m == Cvttps2dq);
+                            let v = e.float_to_int(F32, lane(s, 32, k) as u128, 32, m == Cvttps2dq);
                             r = with_lane(r, 32, k, v);
                         }
                     }
                     Cvtpd2dq | Cvttpd2dq => {
                         for k in 0..2 {
-                            let v = e.to_int(F64, lane(s, 64, k) as u128, 32, m == Cvttpd2dq);
+                            let v = e.float_to_int(F64, lane(s, 64, k) as u128, 32, m == Cvttpd2dq);
                             r = with_lane(r, 32, k, v);
                         }
                     }
@@ -765,6 +771,17 @@ pub(crate) fn exec(cpu: &mut Cpu, mem: &mut dyn Memory, i: &Instruction) -> Resu
             cpu.fpu.xmm[d] = r;
             Ok(())
         }
+        Rcpss | Rcpps | Rsqrtss | Rsqrtps => {
+            let d = xreg(i, 0)?;
+            let s = src(cpu, mem, i, 1)?;
+            let n = if matches!(m, Rcpss | Rsqrtss) { 1 } else { 4 };
+            let sqrt = matches!(m, Rsqrtss | Rsqrtps);
+            cpu.fpu.xmm[d] = (0..n).fold(cpu.fpu.xmm[d], |r, k| {
+                let v = Env::approx_recip(F32, lane(s, 32, k) as u128, sqrt);
+                with_lane(r, 32, k, v as u64)
+            });
+            Ok(())
+        }
         Ldmxcsr => {
             let mut b = [0u8; 4];
             load(cpu, mem, i, &mut b, 1)?;
@@ -785,7 +802,7 @@ pub(crate) fn exec(cpu: &mut Cpu, mem: &mut dyn Memory, i: &Instruction) -> Resu
             load(cpu, mem, i, &mut img, 16)?;
             cpu.fpu
                 .fxrstor(&img)
-                .map_err(|()| Exception::GeneralProtection(0))
+                .map_err(|_| Exception::GeneralProtection(0))
         }
         _ if is_scalar(m) || is_packed_float(m) => {
             let d = xreg(i, 0)?;

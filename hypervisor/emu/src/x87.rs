@@ -122,6 +122,10 @@ pub(crate) fn handles(m: Mnemonic) -> bool {
             | Fnsave
             | Fsave
             | Frstor
+            | Fnstenv
+            | Fstenv
+            | Fldenv
+            | Frndint
     )
 }
 
@@ -281,17 +285,28 @@ fn load_operand(
     load(cpu, mem, i, &mut b[..size], 1)?;
     let v = u128::from_le_bytes(b);
     Ok(match (int, size) {
-        (true, 2) => pack80(env.from_int(X80, v as u16 as i16 as i64)),
-        (true, 4) => pack80(env.from_int(X80, v as u32 as i32 as i64)),
-        (true, _) => pack80(env.from_int(X80, v as u64 as i64)),
+        (true, 2) => pack80(env.int_to_float(X80, v as u16 as i16 as i64)),
+        (true, 4) => pack80(env.int_to_float(X80, v as u32 as i32 as i64)),
+        (true, _) => pack80(env.int_to_float(X80, v as u64 as i64)),
+        // NaNs keep their signaling bit: the instruction's NaN rules need it.
+        (false, 4) if F32.is_nan(v) => nan_to_80(v, 32, 23),
+        (false, 8) if F64.is_nan(v) => nan_to_80(v, 64, 52),
         (false, 4) => pack80(env.convert(F32, X80, v)),
         (false, 8) => pack80(env.convert(F64, X80, v)),
         (false, _) => v,
     })
 }
 
-/// x87 NaN propagation: SNaNs are IE; a QNaN wins over an SNaN, otherwise the
-/// larger significand wins (the positive one on a tie); the result is quiet.
+/// A binary32/64 NaN widened to 80 bits, payload kept, not quieted.
+fn nan_to_80(v: u128, width: u32, frac: u32) -> u128 {
+    let sign = (v >> (width - 1)) & 1;
+    let payload = v & ((1 << frac) - 1);
+    (sign << 79) | (EXP_MASK << 64) | (1 << 63) | (payload << (63 - frac))
+}
+
+/// x87 NaN propagation for `a op b` (in computation order): SNaNs are IE; a QNaN
+/// wins over an SNaN, otherwise the larger significand, the positive one on a tie;
+/// the result is quiet.
 fn nan_result(env: &mut Env, a: u128, b: u128) -> Option<u128> {
     let quiet = |x: u128| x | (1 << 62);
     let snan = |x: u128| is_nan80(x) && x & (1 << 62) == 0;
@@ -299,21 +314,15 @@ fn nan_result(env: &mut Env, a: u128, b: u128) -> Option<u128> {
     if sa || sb {
         env.flags |= IE;
     }
-    let larger = || {
-        let (ma, mb) = (a as u64, b as u64);
-        if ma != mb {
-            if ma > mb { a } else { b }
-        } else if a >> 79 == 0 {
-            a
-        } else {
-            b
-        }
-    };
     match (is_nan80(a), is_nan80(b)) {
         (false, false) => None,
         (true, false) => Some(quiet(a)),
         (false, true) => Some(quiet(b)),
-        (true, true) if sa == sb => Some(quiet(larger())),
+        (true, true) if sa == sb => {
+            let (ma, mb) = (a as u64, b as u64);
+            let pick_a = ma > mb || (ma == mb && a >> 79 == 0);
+            Some(quiet(if pick_a { a } else { b }))
+        }
         (true, true) => Some(quiet(if sa { b } else { a })),
     }
 }
@@ -329,7 +338,11 @@ enum Op {
 }
 
 fn arith(env: &mut Env, f: Fmt, op: Op, a: u128, b: u128) -> u128 {
-    if let Some(n) = nan_result(env, a, b) {
+    let (first, second) = match op {
+        Op::SubR | Op::DivR => (b, a),
+        _ => (a, b),
+    };
+    if let Some(n) = nan_result(env, first, second) {
         return n;
     }
     let (Some(x), Some(y)) = (unpack80(a), unpack80(b)) else {
@@ -420,6 +433,23 @@ pub(crate) fn exec(cpu: &mut Cpu, mem: &mut dyn Memory, i: &Instruction) -> Resu
         return Err(Exception::InvalidOpcode);
     }
     check_available(cpu, m == Wait)?;
+    // A fault leaves the FPU (and RFLAGS, for FCOMI) as they were.
+    let (saved, rflags) = (cpu.fpu.clone(), cpu.rflags);
+    let r = exec_inner(cpu, mem, i, m);
+    if r.is_err() {
+        cpu.fpu = saved;
+        cpu.rflags = rflags;
+    }
+    r
+}
+
+fn exec_inner(
+    cpu: &mut Cpu,
+    mem: &mut dyn Memory,
+    i: &Instruction,
+    m: Mnemonic,
+) -> Result<(), Exception> {
+    use Mnemonic::*;
     let has_mem = (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Memory);
     match m {
         Wait | Fnop => Ok(()),
@@ -453,11 +483,41 @@ pub(crate) fn exec(cpu: &mut Cpu, mem: &mut dyn Memory, i: &Instruction) -> Resu
             }
             Ok(())
         }
+        Fnstenv | Fstenv => {
+            // 28-byte environment (32/64-bit layout); pointers not tracked. Then all
+            // exceptions are masked, as the hardware does.
+            if i.memory_size().size() != 28 {
+                return Err(Exception::InvalidOpcode);
+            }
+            let mut b = [0u8; 28];
+            // The upper halves of the FCW/FSW/FTW doublewords read as ones.
+            b[..12].fill(0xff);
+            b[0..2].copy_from_slice(&cpu.fpu.fcw.to_le_bytes());
+            b[4..6].copy_from_slice(&cpu.fpu.fsw.to_le_bytes());
+            b[8..10].copy_from_slice(&full_tags(cpu).to_le_bytes());
+            store(cpu, mem, i, &b, 1)?;
+            cpu.fpu.fcw |= 0x3f;
+            Ok(())
+        }
+        Fldenv => {
+            if i.memory_size().size() != 28 {
+                return Err(Exception::InvalidOpcode);
+            }
+            let mut b = [0u8; 28];
+            load(cpu, mem, i, &mut b, 1)?;
+            cpu.fpu.fcw = u16::from_le_bytes([b[0], b[1]]);
+            cpu.fpu.fsw = u16::from_le_bytes([b[4], b[5]]);
+            let tags = u16::from_le_bytes([b[8], b[9]]);
+            cpu.fpu.ftw = (0..8).fold(0, |t, p| t | (((tags >> (2 * p)) & 3 != 3) as u8) << p);
+            Ok(())
+        }
         Fnsave | Fsave => {
             if i.memory_size().size() != 108 {
                 return Err(Exception::InvalidOpcode); // 16-bit layout
             }
             let mut b = [0u8; 108];
+            // The upper halves of the FCW/FSW/FTW doublewords read as ones.
+            b[..12].fill(0xff);
             b[0..2].copy_from_slice(&cpu.fpu.fcw.to_le_bytes());
             b[4..6].copy_from_slice(&cpu.fpu.fsw.to_le_bytes());
             b[8..10].copy_from_slice(&full_tags(cpu).to_le_bytes());
@@ -533,9 +593,23 @@ fn stack_op(
         None
     };
     let mut f = Fpu { cpu };
-    // C1 is cleared by everything but FCOMI/FUCOMI (observed on hardware: they
-    // leave it alone).
-    if !matches!(m, Fcomi | Fcomip | Fucomi | Fucomip) {
+    // C1 is cleared by everything but FCOMI/FUCOMI and FCMOVcc (observed on
+    // hardware: they leave it alone).
+    if !matches!(
+        m,
+        Fcomi
+            | Fcomip
+            | Fucomi
+            | Fucomip
+            | Fcmovb
+            | Fcmove
+            | Fcmovbe
+            | Fcmovu
+            | Fcmovnb
+            | Fcmovne
+            | Fcmovnbe
+            | Fcmovnu
+    ) {
         f.cpu.fpu.fsw &= !C1;
     }
     if operand.is_some() {
@@ -552,6 +626,16 @@ fn stack_op(
             let v = match operand {
                 Some(v) => v,
                 None => f.get(sti(0)),
+            };
+            // FLD m32/m64 of an SNaN: IE, loaded quiet (m80 loads are raw).
+            let v = match (operand, i.memory_size().size()) {
+                (Some(_), 4 | 8) if is_nan80(v) => {
+                    if v & (1 << 62) == 0 {
+                        env.flags |= IE;
+                    }
+                    v | (1 << 62)
+                }
+                _ => v,
             };
             f.raise(env.flags, 0);
             f.push(v);
@@ -573,7 +657,7 @@ fn stack_op(
                         }
                     }
                     (true, 2 | 4 | 8, Some(x)) => {
-                        env.to_int(X80, x, size as u32 * 8, false) as u128
+                        env.float_to_int(X80, x, size as u32 * 8, false) as u128
                     }
                     // Storing a denormal is not a denormal-operand exception.
                     (false, 4, Some(x)) => env.convert(X80, F32, x),
@@ -633,6 +717,19 @@ fn stack_op(
                         env.flags |= IE;
                         INDEFINITE
                     }
+                }
+            };
+            f.raise(env.flags, 0);
+            f.round_up(&env);
+            f.set(0, r);
+        }
+        Frndint => {
+            let a = f.get(0);
+            let r = match unpack80(a) {
+                Some(x) => pack80(env.round_integral(X80, x)),
+                None => {
+                    env.flags |= IE;
+                    INDEFINITE
                 }
             };
             f.raise(env.flags, 0);

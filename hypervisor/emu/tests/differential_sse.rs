@@ -25,7 +25,7 @@ use hypervisor_emu::mem::{Fault, FlatMemory, Memory};
 use std::collections::BTreeMap;
 
 const DATA_SIZE: usize = 1024;
-const SLOT: usize = 256;
+const SLOT: usize = 320;
 const NREGS: usize = 16;
 /// State block (u64 words): 16 GPRs, RFLAGS, call target, MXCSR, pad, 16 XMM x 2.
 const W_RFLAGS: usize = 16;
@@ -950,9 +950,83 @@ fn x87_modrm(code: &mut Vec<u8>, op: &[u8], digit: u8, off: usize) {
     code.extend_from_slice(&((off as i32) - 512).to_le_bytes());
 }
 
+/// FXSAVE (or FXSAVE64) to [rbx + d], then zero FOP/FIP/FDP (bytes 6..24), which the
+/// interpreter does not track.
+fn fxsave_at(code: &mut Vec<u8>, rng: &mut Rng, d: i32) {
+    if rng.chance(2) {
+        code.push(0x48);
+    }
+    code.extend_from_slice(&[0x0f, 0xae, 0x83]);
+    code.extend_from_slice(&d.to_le_bytes());
+    if d % 16 != 0 {
+        return;
+    }
+    code.extend_from_slice(&[0x66, 0xc7, 0x83]); // mov word [rbx + d + 6], 0
+    code.extend_from_slice(&(d + 6).to_le_bytes());
+    code.extend_from_slice(&[0, 0]);
+    for o in [8, 16] {
+        code.extend_from_slice(&[0x48, 0xc7, 0x83]); // mov qword [rbx + d + o], 0
+        code.extend_from_slice(&(d + o).to_le_bytes());
+        code.extend_from_slice(&[0, 0, 0, 0]);
+    }
+    // MXCSR_MASK is host-specific (AMD adds bit 17, its misaligned-SSE mode).
+    code.extend_from_slice(&[0xc7, 0x83]); // mov dword [rbx + d + 28], 0
+    code.extend_from_slice(&(d + 28).to_le_bytes());
+    code.extend_from_slice(&[0, 0, 0, 0]);
+}
+
+/// FNINIT and clear all eight physical registers (the native child's x87 state is
+/// shared between cases; FXSAVE stores empty registers' stale contents too).
+fn x87_reset(code: &mut Vec<u8>) {
+    code.extend_from_slice(&[0xdb, 0xe3]);
+    for _ in 0..8 {
+        code.extend_from_slice(&[0xd9, 0xee]); // fldz
+    }
+    for _ in 0..8 {
+        code.extend_from_slice(&[0xdd, 0xd8]); // fstp st(0)
+    }
+}
+
+/// FXSAVE, clobber XMM registers and MXCSR, FXRSTOR (sometimes of a patched image),
+/// FXSAVE again: the registers and both images are compared.
+fn fxsave_case(rng: &mut Rng, data_addr: u64) -> Case {
+    let state = random_state(rng, data_addr);
+    let mut code = Vec::new();
+    x87_reset(&mut code);
+    let d = if rng.chance(8) { -512 + 8 } else { -512 };
+    fxsave_at(&mut code, rng, d);
+    for _ in 0..3 {
+        let r = rng.below(16) as u8;
+        code.extend_from_slice(&[0x66, 0x40 | if r >= 8 { 5 } else { 0 }, 0x0f, 0xef]);
+        code.push(0xc0 | ((r & 7) << 3) | (r & 7)); // pxor xmmR, xmmR
+    }
+    if rng.chance(3) {
+        // Patch the saved MXCSR (sometimes with a reserved bit: #GP).
+        let mut v = rng.mxcsr();
+        if rng.chance(3) {
+            v |= 1 << 20;
+        }
+        code.extend_from_slice(&[0xc7, 0x83]);
+        code.extend_from_slice(&(d + 24).to_le_bytes());
+        code.extend_from_slice(&v.to_le_bytes());
+    }
+    if rng.chance(2) {
+        code.push(0x48);
+    }
+    code.extend_from_slice(&[0x0f, 0xae, 0x8b]); // fxrstor [rbx + d]
+    code.extend_from_slice(&d.to_le_bytes());
+    fxsave_at(&mut code, rng, 0);
+    Case {
+        family: "fxsave/fxrstor",
+        code,
+        state,
+    }
+}
+
 fn x87_case(rng: &mut Rng, data_addr: u64) -> Case {
     let mut state = random_state(rng, data_addr);
-    let mut code = vec![0xdb, 0xe3]; // fninit
+    let mut code = Vec::new();
+    x87_reset(&mut code);
     // Control word: all exceptions masked, random precision and rounding control.
     let cw: u16 =
         0x037f & !(3 << 8) | (rng.pick(&[3u16, 3, 2, 0]) << 8) | ((rng.below(4) as u16) << 10);
@@ -1003,7 +1077,7 @@ fn x87_case(rng: &mut Rng, data_addr: u64) -> Case {
     }
     let ops = rng.below(4) as usize;
     for _ in 0..ops {
-        let sel = rng.below(10);
+        let sel = rng.below(11);
         match sel {
             0..=3 if depth >= 2 => {
                 // fadd/fmul/fsub/fsubr/fdiv/fdivr st(0), st(i) or st(i), st(0), or the P form.
@@ -1046,10 +1120,10 @@ fn x87_case(rng: &mut Rng, data_addr: u64) -> Case {
                 } | 1;
                 code.extend_from_slice(&[b, m]);
             }
-            7 => code.extend_from_slice(&[0xd9, rng.pick(&[0xe0u8, 0xe1, 0xe4, 0xe5, 0xfa])]), // fchs/fabs/ftst/fxam/fsqrt
+            7 => code.extend_from_slice(&[0xd9, rng.pick(&[0xe0u8, 0xe1, 0xe4, 0xe5, 0xfa, 0xfc])]), // fchs/fabs/ftst/fxam/fsqrt
             8 => {
                 let o = X87_IN + 16 + 16 * (rng.below(4) as usize * 4 + rng.pick(&[0usize, 1]));
-                let opc = if (o - X87_IN - 16) / 16 % 4 == 0 {
+                let opc = if ((o - X87_IN - 16) / 16).is_multiple_of(4) {
                     0xd8
                 } else {
                     0xdc
@@ -1059,11 +1133,48 @@ fn x87_case(rng: &mut Rng, data_addr: u64) -> Case {
                     depth -= 1;
                 }
             }
+            9 => {
+                // Register moves: fld/fst/fstp/fxch/fcmovcc/ffree with st(i).
+                let i = rng.below(depth as u64) as u8;
+                match rng.below(6) {
+                    0 if depth < 8 => {
+                        code.extend_from_slice(&[0xd9, 0xc0 | i]);
+                        depth += 1;
+                    }
+                    1 => code.extend_from_slice(&[0xdd, 0xd0 | i]),
+                    2 => code.extend_from_slice(&[0xd9, 0xc8 | i]),
+                    3 => code.extend_from_slice(&[
+                        rng.pick(&[0xdau8, 0xdb]),
+                        0xc0 | ((rng.below(4) as u8) << 3) | i,
+                    ]),
+                    4 if i > 0 => {
+                        code.extend_from_slice(&[0xdd, 0xd8 | i]);
+                        depth -= 1;
+                    }
+                    _ => code.extend_from_slice(&[0xd9, 0xe1]),
+                }
+            }
             _ => {}
         }
         if depth == 0 {
             break;
         }
+    }
+    // Sometimes an FXSAVE image of the live stack (tags, TOP, ST order), or an
+    // FNSAVE image (full tag word; it reinitialises the FPU) restored by FRSTOR.
+    match rng.below(4) {
+        0 | 1 => fxsave_at(&mut code, rng, 256 - 512),
+        2 => {
+            x87_modrm(&mut code, &[0xdd], 6, 256); // fnsave [rbx-256]
+            for o in [12, 20] {
+                code.extend_from_slice(&[0x48, 0xc7, 0x83]); // zero FIP..FDS
+                code.extend_from_slice(&(o - 256i32).to_le_bytes());
+                code.extend_from_slice(&[0, 0, 0, 0]);
+            }
+            code.extend_from_slice(&[0xdf, 0xe0]); // fnstsw ax: after FNINIT
+            x87_modrm(&mut code, &[0xdd], 4, 256); // frstor [rbx-256]
+        }
+        _ => {}
     }
     // Store: status word, then pop everything in a random format.
     x87_modrm(&mut code, &[0xdd], 7, X87_OUT); // fnstsw m16
@@ -1197,7 +1308,8 @@ fn sse_x87_differential_against_host_cpu() {
     let all = templates();
     let n_seq = per_template * 50;
     let n_x87 = per_template * 30;
-    let native = Native::new(all.len() * per_template + n_seq + n_x87);
+    let n_fx = per_template * 3;
+    let native = Native::new(all.len() * per_template + n_seq + n_x87 + n_fx);
     let data_addr = native.data_addr();
     let mut cases = Vec::new();
     for tp in &all {
@@ -1214,6 +1326,9 @@ fn sse_x87_differential_against_host_cpu() {
     }
     for _ in 0..n_x87 {
         cases.push(x87_case(&mut rng, data_addr));
+    }
+    for _ in 0..n_fx {
+        cases.push(fxsave_case(&mut rng, data_addr));
     }
     let started = std::time::Instant::now();
     let outcomes = native.run(&cases);
