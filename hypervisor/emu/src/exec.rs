@@ -152,7 +152,7 @@ fn fetch_some(mem: &mut dyn Memory, phys: u64, buf: &mut [u8]) -> (usize, bool, 
         Err(_) => {
             let mut ram = true;
             for k in 0..buf.len() {
-                match mem.fetch(phys + k as u64, &mut buf[k..k + 1]) {
+                match mem.fetch(phys.wrapping_add(k as u64), &mut buf[k..k + 1]) {
                     Ok(r) => ram &= r,
                     Err(f) => return (k, ram, Some(Exception::Unbacked(f))),
                 }

@@ -212,7 +212,7 @@ pub(crate) fn linear(
         if t & 8 == 0 && t & 4 != 0 {
             // Expand-down data: valid offsets are limit+1 ..= 0xffff / 0xffffffff.
             let upper = if sg.db() { 0xffff_ffffu64 } else { 0xffff };
-            let end = off.wrapping_add(size as u64 - 1);
+            let end = off.wrapping_add(size.max(1) as u64 - 1);
             if off <= sg.limit as u64 || end > upper || end < off {
                 return Err(seg_fault(s));
             }
