@@ -221,6 +221,20 @@ pub(crate) fn exec(
             }
             Ok(())
         }
+        Arpl => {
+            if !cpu.protected() || cpu.rflags & VM != 0 {
+                return Err(Exception::InvalidOpcode);
+            }
+            let d = read_op(cpu, mem, i, 0)?;
+            let src = read_op(cpu, mem, i, 1)?;
+            if d & 3 < src & 3 {
+                write_op(cpu, mem, i, 0, (d & !3) | (src & 3))?;
+                cpu.rflags |= ZF;
+            } else {
+                cpu.rflags &= !ZF;
+            }
+            Ok(())
+        }
         Bound => {
             let size = ops::op_size(i, 0);
             let idx = crate::flags::sext(read_op(cpu, mem, i, 0)?, size) as i64;

@@ -718,6 +718,24 @@ fn accesses_straddling_a_missing_page_fault_on_the_second_page_and_change_nothin
     assert_eq!(&bus.ram[0x4fffe..0x50000], &[0x11, 0x22]);
 }
 
+#[test]
+fn arpl_raises_the_rpl() {
+    let code = asm(32, 0x1000, |a| {
+        a.mov(ax, 0x10u32)?;
+        a.mov(cx, 3u32)?;
+        a.arpl(ax, cx)?;
+        a.setz(bl)?;
+        a.arpl(ax, cx)?;
+        a.setz(bh)?;
+        a.hlt()
+    });
+    let (mut bus, c) = pm32(&code);
+    let (v, e) = run(&mut bus, c, 100);
+    assert_eq!(e, HALTED_CLI, "{}", v.summary());
+    assert_eq!(v.cpu.gpr[RAX] & 0xffff, 0x13);
+    assert_eq!(v.cpu.gpr[RBX] & 0xffff, 0x0001);
+}
+
 /// Speed of the run loop on a simple loop (run with `--ignored --nocapture`).
 #[test]
 #[ignore]
