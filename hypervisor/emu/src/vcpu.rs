@@ -213,6 +213,19 @@ impl EmuVcpu {
         self.retired
     }
 
+    /// Start over with register state `cpu` (machine reset, INIT): clears a shutdown
+    /// and the decoded code; the retired count (guest time) goes on.
+    pub fn reset(&mut self, cpu: Cpu) {
+        self.cpu = cpu;
+        self.shutdown = None;
+        self.cache.clear();
+    }
+
+    /// Why the vCPU shut down, if it did (every later `run` returns it again).
+    pub fn shutdown_reason(&self) -> Option<&str> {
+        self.shutdown.as_deref()
+    }
+
     /// Drop all decoded code (e.g. after the caller rewrote guest memory wholesale).
     pub fn flush_code_cache(&mut self) {
         self.cache.clear();

@@ -323,9 +323,15 @@ fn triple_fault_is_shutdown_with_registers() {
         }
         e => panic!("{e:?} {}", v.summary()),
     }
-    // It stays shut down.
+    // It stays shut down until reset.
     let mut v = v;
     assert!(matches!(v.run(&mut bus, 10), RunExit::Shutdown(_)));
+    assert!(v.shutdown_reason().is_some());
+    let (_, mut c) = pm32(&[]);
+    c.idtr.limit = 0;
+    bus.load(0x1000, &[0xf4]);
+    v.reset(c);
+    assert_eq!(v.run(&mut bus, 10), HALTED_CLI);
 }
 
 #[test]
