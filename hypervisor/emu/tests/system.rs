@@ -599,7 +599,7 @@ fn pae_paging_with_a_2m_page_and_an_nx_fetch_fault() {
     let (mut bus, c) = pm32(&code);
     bus.put_u64(0x20000, 0x21000 | 1);
     bus.put_u64(0x21000, 0x22000 | 3);
-    bus.put_u64(0x21008, 0x0 | 0x83); // 2 MiB page at 2 MiB -> physical 0
+    bus.put_u64(0x21008, 0x83); // 2 MiB page at 2 MiB -> physical 0
     for k in 0..256u64 {
         let nx = if k == 0x40 { 1 << 63 } else { 0 };
         bus.put_u64(0x22000 + 8 * k, (k << 12) | 3 | nx);
@@ -740,6 +740,25 @@ fn arpl_raises_the_rpl() {
     assert_eq!(e, HALTED_CLI, "{}", v.summary());
     assert_eq!(v.cpu.gpr[RAX] & 0xffff, 0x13);
     assert_eq!(v.cpu.gpr[RBX] & 0xffff, 0x0001);
+}
+
+#[test]
+fn accesses_at_the_end_of_ram_split_into_ram_bytes_and_mmio_and_fetch_stops_there() {
+    // RAM ends at 2 MiB. The last RAM byte holds HLT; the code before it loads a dword
+    // straddling the end of RAM.
+    let code = asm(32, 0x1000, |a| {
+        a.mov(eax, dword_ptr(0x1f_fffe))?;
+        a.mov(ebx, 0x1f_ffffu32)?;
+        a.jmp(ebx)
+    });
+    let (mut bus, c) = pm32(&code);
+    bus.ram[0x1f_fffe] = 0x34;
+    bus.ram[0x1f_ffff] = 0xf4;
+    let (v, e) = run(&mut bus, c, 100);
+    assert_eq!(e, HALTED_CLI, "{}", v.summary());
+    assert_eq!(v.cpu.gpr[RAX], 0xffff_f434);
+    // One 2-byte MMIO read for the part past RAM; no prefetch into MMIO.
+    assert_eq!(bus.mmio, vec![(0x20_0000, false, 2)]);
 }
 
 /// Speed of the run loop on a simple loop (run with `--ignored --nocapture`).
