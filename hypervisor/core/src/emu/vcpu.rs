@@ -18,8 +18,8 @@
 //! [`IDLE_GRACE`], since a host timer may be firing that very moment). HLT with
 //! interrupts disabled: nothing can wake the vCPU either (no NMI source exists, and
 //! vCPU 0 never gets INIT), so the domain stops at once as crashed with a message,
-//! instead of hanging forever. A CPU shutdown (triple fault, or something the CPU cannot emulate)
-//! stops it as crashed with the CPU's reason and register summary.
+//! instead of hanging forever. A CPU shutdown (triple fault, or something the CPU
+//! cannot emulate) stops it as crashed with the CPU's reason and register summary.
 
 use std::sync::Mutex;
 use std::time::Duration;
