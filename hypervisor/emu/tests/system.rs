@@ -761,6 +761,59 @@ fn accesses_at_the_end_of_ram_split_into_ram_bytes_and_mmio_and_fetch_stops_ther
     assert_eq!(bus.mmio, vec![(0x20_0000, false, 2)]);
 }
 
+#[test]
+fn call_gate_to_ring0_copies_parameters_and_retf_returns_to_ring3() {
+    let code = asm(32, 0x1000, |a| {
+        a.mov(ax, 0x28u32)?;
+        a.ltr(ax)?;
+        a.push(0x23)?;
+        a.push(0x8000)?;
+        a.push(0x3002)?; // IOPL 3: ring 3 may use OUT
+        a.push(0x1b)?;
+        a.push(0x2000)?;
+        a.iretd()
+    });
+    let (mut bus, mut c) = pm32(&code);
+    c.gdtr.limit = 0x37;
+    // 0x30: 32-bit call gate, DPL 3, two parameters, to 0x08:0x3000.
+    bus.put_u64(GDT + 0x30, gate32(0x08, 0x3000, 0xc, 3) | (2 << 32));
+    let user = asm(32, 0x2000, |a| {
+        a.push(0x1111)?;
+        a.push(0x2222)?;
+        a.db(&[0x9a, 0, 0, 0, 0, 0x30, 0])?; // call 0x30:0
+        a.mov(eax, esp)?;
+        a.out(0x93, eax)?;
+        a.hlt()
+    });
+    bus.load(0x2000, &user);
+    let kernel = asm(32, 0x3000, |a| {
+        a.mov(eax, dword_ptr(esp + 8))?;
+        a.out(0x90, eax)?;
+        a.mov(eax, dword_ptr(esp + 12))?;
+        a.out(0x91, eax)?;
+        a.mov(eax, dword_ptr(esp + 20))?;
+        a.out(0x92, eax)?;
+        a.mov(eax, dword_ptr(esp + 4))?;
+        a.out(0x94, eax)?;
+        a.retf_1(8)
+    });
+    bus.load(0x3000, &kernel);
+    bus.put_u64(IDT + 13 * 8, gate32(0x08, 0x3100, 0xe, 0));
+    bus.load(0x3100, &[0xfa, 0xf4]);
+    let (v, e) = run(&mut bus, c, 1000);
+    assert_eq!(e, HALTED_CLI, "{}", v.summary());
+    assert_eq!(
+        bus.outs,
+        vec![
+            (0x90, 4, 0x2222),
+            (0x91, 4, 0x1111),
+            (0x92, 4, 0x23),
+            (0x94, 4, 0x1b),
+            (0x93, 4, 0x8000)
+        ]
+    );
+}
+
 /// Speed of the run loop on a simple loop (run with `--ignored --nocapture`).
 #[test]
 #[ignore]
