@@ -15,7 +15,7 @@
 //! implement is #UD delivered to the guest.
 //!
 //! Not implemented (by design for now): hardware task switches (task gates, far
-//! JMP/CALL to a TSS, IRET with NT), call gates, virtual-8086 mode — these end the run
+//! JMP/CALL to a TSS, IRET with NT) and virtual-8086 mode — these end the run
 //! with `RunExit::Shutdown` and a clear reason instead of being emulated wrongly; NMI,
 //! SMM, debug breakpoints (DR0-7 are storage; TF single-step works), alignment checks,
 //! PCID, XSAVE, CET (ENDBR and the shadow-stack reads are NOPs, as on CPUs without
