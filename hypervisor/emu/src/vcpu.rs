@@ -66,8 +66,24 @@ impl Memory for BusMem<'_> {
         let (bus, t) = (&mut *self.bus, self.t);
         Self::pieces(addr, buf.len(), |a, r| {
             let b = &mut buf[r];
-            if !bus.ram_read(a, b) {
+            if bus.ram_read(a, b) {
+                return;
+            }
+            // A piece across the end of RAM: its RAM bytes from RAM, the rest as
+            // single-byte MMIO; a piece with no RAM at all is one MMIO access.
+            let mut any_ram = false;
+            for (k, x) in b.iter_mut().enumerate() {
+                any_ram |= bus.ram_read(a.wrapping_add(k as u64), core::slice::from_mut(x));
+            }
+            if !any_ram {
                 bus.mmio_read(t, a, b);
+            } else {
+                for (k, x) in b.iter_mut().enumerate() {
+                    let one = core::slice::from_mut(x);
+                    if !bus.ram_read(a.wrapping_add(k as u64), one) {
+                        bus.mmio_read(t, a.wrapping_add(k as u64), one);
+                    }
+                }
             }
         });
         self.stop |= self.bus.stop_requested();
@@ -82,20 +98,45 @@ impl Memory for BusMem<'_> {
         let (bus, t) = (&mut *self.bus, self.t);
         Self::pieces(addr, buf.len(), |a, r| {
             let b = &buf[r];
-            if !bus.ram_write(a, b) {
+            if bus.ram_write(a, b) {
+                return;
+            }
+            let mut probe = [0u8; 1];
+            let any_ram = (0..b.len()).any(|k| bus.ram_read(a.wrapping_add(k as u64), &mut probe));
+            if !any_ram {
                 bus.mmio_write(t, a, b);
+            } else {
+                for (k, x) in b.iter().enumerate() {
+                    let one = core::slice::from_ref(x);
+                    if !bus.ram_write(a.wrapping_add(k as u64), one) {
+                        bus.mmio_write(t, a.wrapping_add(k as u64), one);
+                    }
+                }
             }
         });
         self.stop |= self.bus.stop_requested();
         Ok(())
     }
 
-    fn fetch(&mut self, addr: u64, buf: &mut [u8]) -> Result<bool, Fault> {
+    fn fetch(&mut self, addr: u64, buf: &mut [u8]) -> Result<(usize, bool), Fault> {
         if self.bus.ram_read(addr, buf) {
-            return Ok(true);
+            return Ok((buf.len(), true));
         }
+        // Up to the end of RAM only: prefetching must not read MMIO behind it.
+        let mut n = 0;
+        while n < buf.len()
+            && self
+                .bus
+                .ram_read(addr.wrapping_add(n as u64), &mut buf[n..n + 1])
+        {
+            n += 1;
+        }
+        if n > 0 {
+            return Ok((n, true));
+        }
+        // Code in MMIO (a ROM behind the bus): read it, never cache it.
         self.read(addr, buf)?;
-        Ok(false)
+        Ok((buf.len(), false))
     }
 
     fn pio_in(&mut self, port: u16, size: u8) -> u32 {
@@ -211,6 +252,19 @@ impl EmuVcpu {
     /// Instructions retired so far (the `t` of every [`Bus`] call).
     pub fn retired(&self) -> u64 {
         self.retired
+    }
+
+    /// Start over with register state `cpu` (machine reset, INIT): clears a shutdown
+    /// and the decoded code; the retired count (guest time) goes on.
+    pub fn reset(&mut self, cpu: Cpu) {
+        self.cpu = cpu;
+        self.shutdown = None;
+        self.cache.clear();
+    }
+
+    /// Why the vCPU shut down, if it did (every later `run` returns it again).
+    pub fn shutdown_reason(&self) -> Option<&str> {
+        self.shutdown.as_deref()
     }
 
     /// Drop all decoded code (e.g. after the caller rewrote guest memory wholesale).

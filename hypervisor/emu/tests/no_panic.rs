@@ -8,6 +8,7 @@ mod common;
 
 use common::TestBus;
 use hypervisor_emu::cpu::{CS, Cpu, FS, Segment, Table};
+
 use hypervisor_emu::exec::step;
 use hypervisor_emu::mem::FlatMemory;
 use hypervisor_emu::{EmuVcpu, RunExit};
@@ -136,6 +137,19 @@ fn random_bytes_through_the_vcpu_never_panic() {
         };
         if n % 7 == 0 {
             bus.irq = Some(r.next() as u8);
+        }
+        // Random fast-system-call MSRs, and sometimes paging over random tables.
+        cpu.msr.star = r.next();
+        cpu.msr.lstar = r.next() & 0x7fff_ffff_ffff;
+        cpu.msr.sysenter_cs = r.next() & 0xffff;
+        cpu.efer |= r.next() & 0x801;
+        if mode < 2 && n % 3 == 0 {
+            cpu.cr3 = BASE + (r.next() % SIZE as u64);
+            cpu.cr4 |= r.next() & 0x90;
+            if mode == 0 {
+                cpu.cr4 |= 0x20;
+            }
+            cpu.cr0 |= 0x8001_0000;
         }
         let mut v = EmuVcpu::new(cpu);
         let e = v.run(&mut bus, 64);

@@ -144,3 +144,23 @@ fn real_mode_integer_forms() {
     assert_eq!(bus.u64_at(0x3050), 0x3333_3333_4444_4444);
     assert_eq!(v.cpu.seg[CS].selector, 0);
 }
+
+#[test]
+fn startup_ipi_state_runs_real_mode_code_at_the_vector_page() {
+    let mut bus = TestBus::new(0x10_0000);
+    let code = asm(16, 0, |a| {
+        a.mov(ax, cs)?;
+        a.out(0x90, ax)?;
+        a.cli()?;
+        a.hlt()
+    });
+    bus.load(0x9a000, &code);
+    let mut v = EmuVcpu::new(Cpu::startup(0x9a));
+    assert_eq!(
+        v.run(&mut bus, 100),
+        RunExit::Halted {
+            interrupts_enabled: false
+        }
+    );
+    assert_eq!(bus.outs, vec![(0x90, 2, 0x9a00)]);
+}

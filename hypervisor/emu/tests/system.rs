@@ -323,9 +323,15 @@ fn triple_fault_is_shutdown_with_registers() {
         }
         e => panic!("{e:?} {}", v.summary()),
     }
-    // It stays shut down.
+    // It stays shut down until reset.
     let mut v = v;
     assert!(matches!(v.run(&mut bus, 10), RunExit::Shutdown(_)));
+    assert!(v.shutdown_reason().is_some());
+    let (_, mut c) = pm32(&[]);
+    c.idtr.limit = 0;
+    bus.load(0x1000, &[0xf4]);
+    v.reset(c);
+    assert_eq!(v.run(&mut bus, 10), HALTED_CLI);
 }
 
 #[test]
@@ -593,7 +599,7 @@ fn pae_paging_with_a_2m_page_and_an_nx_fetch_fault() {
     let (mut bus, c) = pm32(&code);
     bus.put_u64(0x20000, 0x21000 | 1);
     bus.put_u64(0x21000, 0x22000 | 3);
-    bus.put_u64(0x21008, 0x0 | 0x83); // 2 MiB page at 2 MiB -> physical 0
+    bus.put_u64(0x21008, 0x83); // 2 MiB page at 2 MiB -> physical 0
     for k in 0..256u64 {
         let nx = if k == 0x40 { 1 << 63 } else { 0 };
         bus.put_u64(0x22000 + 8 * k, (k << 12) | 3 | nx);
@@ -716,6 +722,173 @@ fn accesses_straddling_a_missing_page_fault_on_the_second_page_and_change_nothin
     assert_eq!(e, HALTED_CLI, "{}", v.summary());
     assert_eq!(bus.outs, vec![(0x90, 4, 2), (0x91, 4, 0x50000)]);
     assert_eq!(&bus.ram[0x4fffe..0x50000], &[0x11, 0x22]);
+}
+
+#[test]
+fn arpl_raises_the_rpl() {
+    let code = asm(32, 0x1000, |a| {
+        a.mov(ax, 0x10u32)?;
+        a.mov(cx, 3u32)?;
+        a.arpl(ax, cx)?;
+        a.setz(bl)?;
+        a.arpl(ax, cx)?;
+        a.setz(bh)?;
+        a.hlt()
+    });
+    let (mut bus, c) = pm32(&code);
+    let (v, e) = run(&mut bus, c, 100);
+    assert_eq!(e, HALTED_CLI, "{}", v.summary());
+    assert_eq!(v.cpu.gpr[RAX] & 0xffff, 0x13);
+    assert_eq!(v.cpu.gpr[RBX] & 0xffff, 0x0001);
+}
+
+#[test]
+fn accesses_at_the_end_of_ram_split_into_ram_bytes_and_mmio_and_fetch_stops_there() {
+    // RAM ends at 2 MiB. The last RAM byte holds HLT; the code before it loads a dword
+    // straddling the end of RAM.
+    let code = asm(32, 0x1000, |a| {
+        a.mov(eax, dword_ptr(0x1f_fffe))?;
+        a.mov(ebx, 0x1f_ffffu32)?;
+        a.jmp(ebx)
+    });
+    let (mut bus, c) = pm32(&code);
+    bus.ram[0x1f_fffe] = 0x34;
+    bus.ram[0x1f_ffff] = 0xf4;
+    let (v, e) = run(&mut bus, c, 100);
+    assert_eq!(e, HALTED_CLI, "{}", v.summary());
+    assert_eq!(v.cpu.gpr[RAX], 0xffff_f434);
+    // One 2-byte MMIO read for the part past RAM; no prefetch into MMIO.
+    assert_eq!(bus.mmio, vec![(0x20_0000, false, 2)]);
+}
+
+#[test]
+fn call_gate_to_ring0_copies_parameters_and_retf_returns_to_ring3() {
+    let code = asm(32, 0x1000, |a| {
+        a.mov(ax, 0x28u32)?;
+        a.ltr(ax)?;
+        a.push(0x23)?;
+        a.push(0x8000)?;
+        a.push(0x3002)?; // IOPL 3: ring 3 may use OUT
+        a.push(0x1b)?;
+        a.push(0x2000)?;
+        a.iretd()
+    });
+    let (mut bus, mut c) = pm32(&code);
+    c.gdtr.limit = 0x37;
+    // 0x30: 32-bit call gate, DPL 3, two parameters, to 0x08:0x3000.
+    bus.put_u64(GDT + 0x30, gate32(0x08, 0x3000, 0xc, 3) | (2 << 32));
+    let user = asm(32, 0x2000, |a| {
+        a.push(0x1111)?;
+        a.push(0x2222)?;
+        a.db(&[0x9a, 0, 0, 0, 0, 0x30, 0])?; // call 0x30:0
+        a.mov(eax, esp)?;
+        a.out(0x93, eax)?;
+        a.hlt()
+    });
+    bus.load(0x2000, &user);
+    let kernel = asm(32, 0x3000, |a| {
+        a.mov(eax, dword_ptr(esp + 8))?;
+        a.out(0x90, eax)?;
+        a.mov(eax, dword_ptr(esp + 12))?;
+        a.out(0x91, eax)?;
+        a.mov(eax, dword_ptr(esp + 20))?;
+        a.out(0x92, eax)?;
+        a.mov(eax, dword_ptr(esp + 4))?;
+        a.out(0x94, eax)?;
+        a.retf_1(8)
+    });
+    bus.load(0x3000, &kernel);
+    bus.put_u64(IDT + 13 * 8, gate32(0x08, 0x3100, 0xe, 0));
+    bus.load(0x3100, &[0xfa, 0xf4]);
+    let (v, e) = run(&mut bus, c, 1000);
+    assert_eq!(e, HALTED_CLI, "{}", v.summary());
+    assert_eq!(
+        bus.outs,
+        vec![
+            (0x90, 4, 0x2222),
+            (0x91, 4, 0x1111),
+            (0x92, 4, 0x23),
+            (0x94, 4, 0x1b),
+            (0x93, 4, 0x8000)
+        ]
+    );
+}
+
+#[test]
+fn long_mode_call_gate_to_ring0_and_retfq_back() {
+    let mut bus = TestBus::new(0x20_0000);
+    let gdt = [
+        0,
+        0x00af9b000000ffffu64, // 0x08 kernel code (64-bit)
+        0x00cf93000000ffff,    // 0x10 kernel data
+        0x00cff3000000ffff,    // 0x18 user data
+        0x00affb000000ffff,    // 0x20 user code (64-bit)
+        desc(TSS as u32, 0x67, 0x89, 0),
+        0,
+        gate32(0x08, 0x3000, 0xc, 3), // 0x38: 64-bit call gate (16 bytes)
+        0,
+    ];
+    for (k, d) in gdt.iter().enumerate() {
+        bus.put_u64(GDT + 8 * k as u64, *d);
+    }
+    bus.put_u64(TSS + 4, 0x9000);
+    let code = asm(64, 0x1000, |a| {
+        a.mov(ax, 0x28u32)?;
+        a.ltr(ax)?;
+        a.push(0x1b)?;
+        a.push(0x8000)?;
+        a.push(0x3002)?;
+        a.push(0x23)?;
+        a.push(0x2000)?;
+        a.iretq()
+    });
+    bus.load(0x1000, &code);
+    // call far [0x5800] (m16:32 = 0x003b:00000000)
+    bus.load(0x2000, &[0xff, 0x1c, 0x25, 0x00, 0x58, 0x00, 0x00]);
+    let user_rest = asm(64, 0x2007, |a| {
+        a.mov(eax, esp)?;
+        a.out(0x93, eax)?;
+        a.hlt()
+    });
+    bus.load(0x2007, &user_rest);
+    bus.load(0x5804, &0x3bu16.to_le_bytes());
+    let kernel = asm(64, 0x3000, |a| {
+        a.mov(rax, qword_ptr(rsp + 8))?;
+        a.out(0x90, eax)?;
+        a.mov(rax, qword_ptr(rsp + 24))?;
+        a.out(0x91, eax)?;
+        a.mov(rax, qword_ptr(rsp + 16))?;
+        a.out(0x92, eax)?;
+        a.mov(eax, ss)?;
+        a.out(0x95, eax)?;
+        a.db(&[0x48, 0xcb]) // retfq
+    });
+    bus.load(0x3000, &kernel);
+    set_gate64(&mut bus, 13, 0x08, 0x3100, 0, 0);
+    bus.load(0x3100, &[0xfa, 0xf4]);
+    let mut c = Cpu::new();
+    c.gdtr = Table {
+        base: GDT,
+        limit: 0x47,
+    };
+    c.idtr = Table {
+        base: IDT,
+        limit: 0xfff,
+    };
+    c.rip = 0x1000;
+    c.gpr[RSP] = 0x7000;
+    let (v, e) = run(&mut bus, c, 1000);
+    assert_eq!(e, HALTED_CLI, "{}", v.summary());
+    assert_eq!(
+        bus.outs,
+        vec![
+            (0x90, 4, 0x23),
+            (0x91, 4, 0x1b),
+            (0x92, 4, 0x8000),
+            (0x95, 4, 0),
+            (0x93, 4, 0x8000)
+        ]
+    );
 }
 
 /// Speed of the run loop on a simple loop (run with `--ignored --nocapture`).

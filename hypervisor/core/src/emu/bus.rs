@@ -105,11 +105,35 @@ impl<'r, 'a> EmuBus<'r, 'a> {
 
 impl hypervisor_emu::Bus for EmuBus<'_, '_> {
     fn ram_read(&mut self, gpa: u64, buf: &mut [u8]) -> bool {
-        self.st.mem.read(gpa, buf).is_ok()
+        // The common operand sizes as fixed-size copies (no memcpy call per access).
+        fn fixed<const N: usize>(m: &crate::memory::GuestMemory, gpa: u64, buf: &mut [u8]) -> bool {
+            let mut b = [0u8; N];
+            let ok = m.read(gpa, &mut b).is_ok();
+            buf.copy_from_slice(&b);
+            ok
+        }
+        match buf.len() {
+            1 => fixed::<1>(self.st.mem, gpa, buf),
+            2 => fixed::<2>(self.st.mem, gpa, buf),
+            4 => fixed::<4>(self.st.mem, gpa, buf),
+            8 => fixed::<8>(self.st.mem, gpa, buf),
+            _ => self.st.mem.read(gpa, buf).is_ok(),
+        }
     }
 
     fn ram_write(&mut self, gpa: u64, buf: &[u8]) -> bool {
-        self.st.mem.write(gpa, buf).is_ok()
+        fn fixed<const N: usize>(m: &crate::memory::GuestMemory, gpa: u64, buf: &[u8]) -> bool {
+            let mut b = [0u8; N];
+            b.copy_from_slice(buf);
+            m.write(gpa, &b).is_ok()
+        }
+        match buf.len() {
+            1 => fixed::<1>(self.st.mem, gpa, buf),
+            2 => fixed::<2>(self.st.mem, gpa, buf),
+            4 => fixed::<4>(self.st.mem, gpa, buf),
+            8 => fixed::<8>(self.st.mem, gpa, buf),
+            _ => self.st.mem.write(gpa, buf).is_ok(),
+        }
     }
 
     fn mmio_read(&mut self, t: u64, gpa: u64, buf: &mut [u8]) {
