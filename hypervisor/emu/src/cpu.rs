@@ -275,6 +275,7 @@ impl Cpu {
         c.seg = [Segment::new(0x10, 0, u32::MAX, DATA32); 6];
         c.seg[CS] = Segment::new(0x08, 0, u32::MAX, CODE32);
         c.tr = Segment::new(0, 0, 0x67, 0x8b);
+        c.ldtr = Segment::new(0, 0, 0, ATTR_UNUSABLE);
         c.cr0 = CR0_PE | CR0_ET;
         c.rip = entry;
         c.gpr[RBX] = start_info;
@@ -290,6 +291,16 @@ impl Cpu {
         c.cr0 = CR0_ET | CR0_NW | CR0_CD;
         c.gpr[RDX] = 0x600;
         c.idtr.limit = 0x3ff;
+        c
+    }
+
+    /// An application processor after INIT and a start-up IPI with `vector`: the reset
+    /// state, executing real-mode code at `vector * 0x1000` (CS = vector << 8, IP = 0).
+    pub fn startup(vector: u8) -> Self {
+        let mut c = Self::reset();
+        let sel = (vector as u16) << 8;
+        c.seg[CS] = Segment::new(sel, (sel as u64) << 4, 0xffff, 0x9b);
+        c.rip = 0;
         c
     }
 

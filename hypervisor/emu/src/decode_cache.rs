@@ -3,7 +3,7 @@
 //! cheaply whether it must drop a page (self-modifying code, SeaBIOS relocating itself,
 //! Linux patching its text).
 
-use iced_x86::Instruction;
+use iced_x86::{CodeSize, Instruction};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -18,7 +18,7 @@ impl Hasher for IntHasher {
     }
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ b as u64).wrapping_mul(0x51_7cc1_b727_220a_95);
+            self.0 = (self.0.rotate_left(5) ^ b as u64).wrapping_mul(0x517c_c1b7_2722_0a95);
         }
     }
     fn write_u64(&mut self, v: u64) {
@@ -35,12 +35,24 @@ type IntMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
 /// Pages below 4 GiB tracked in the bitmap; above that a set.
 const BITMAP_PAGES: u64 = 1 << 20;
 /// Bound on cached pages: past it everything is dropped (a guest cannot grow the cache
-/// without limit).
-const MAX_PAGES: usize = 16384;
+/// without limit; each page costs 8 KiB of index plus its instructions).
+const MAX_PAGES: usize = 8192;
+
+/// The decoded instructions of one physical page: offset → 1-based index into `instrs`.
+/// One instruction per offset; its decode mode and IP are checked on use (a different
+/// mode or a second mapping of the page re-decodes and replaces it).
+struct PageCode {
+    index: Box<[u16; 4096]>,
+    instrs: Vec<Instruction>,
+}
 
 pub(crate) struct DecodeCache {
-    /// Physical page number → (offset << 2 | mode) → instruction.
-    pages: IntMap<u64, IntMap<u32, Instruction>>,
+    /// Physical page number → slot in `slots`.
+    pages: IntMap<u64, usize>,
+    slots: Vec<PageCode>,
+    free: Vec<usize>,
+    /// The last page looked up (most instructions follow one in the same page).
+    last: Option<(u64, usize)>,
     bitmap: Vec<u64>,
     high: IntMap<u64, ()>,
 }
@@ -49,40 +61,83 @@ impl Default for DecodeCache {
     fn default() -> Self {
         DecodeCache {
             pages: IntMap::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            last: None,
             bitmap: vec![0; (BITMAP_PAGES / 64) as usize],
             high: IntMap::default(),
         }
     }
 }
 
-#[inline]
-fn key(phys: u64, bitness: u32) -> u32 {
-    (((phys & 0xfff) as u32) << 2) | (bitness >> 5)
+fn code_size(bitness: u32) -> CodeSize {
+    match bitness {
+        64 => CodeSize::Code64,
+        32 => CodeSize::Code32,
+        _ => CodeSize::Code16,
+    }
 }
 
 impl DecodeCache {
-    /// The cached instruction at `phys` decoded in `bitness` at offset `rip` (a hit at
-    /// another RIP — the same page mapped twice — is a miss: branch targets differ).
     #[inline]
-    pub fn lookup(&self, phys: u64, bitness: u32, rip: u64) -> Option<&Instruction> {
-        self.pages
-            .get(&(phys >> 12))?
-            .get(&key(phys, bitness))
-            .filter(|i| i.ip() == rip)
+    fn slot(&mut self, pn: u64) -> Option<usize> {
+        if let Some((p, s)) = self.last
+            && p == pn
+        {
+            return Some(s);
+        }
+        let s = *self.pages.get(&pn)?;
+        self.last = Some((pn, s));
+        Some(s)
     }
 
-    pub fn insert(&mut self, phys: u64, bitness: u32, i: Instruction) {
-        let pn = phys >> 12;
-        if !self.pages.contains_key(&pn) {
-            if self.pages.len() >= MAX_PAGES {
-                self.clear();
-            }
-            self.mark(pn);
+    /// The cached instruction at `phys` decoded in `bitness` at offset `rip`.
+    #[inline]
+    pub fn lookup(&mut self, phys: u64, bitness: u32, rip: u64) -> Option<Instruction> {
+        let s = self.slot(phys >> 12)?;
+        let pc = &self.slots[s];
+        let k = pc.index[(phys & 0xfff) as usize];
+        if k == 0 {
+            return None;
         }
-        self.pages
-            .entry(pn)
-            .or_default()
-            .insert(key(phys, bitness), i);
+        let i = pc.instrs[k as usize - 1];
+        (i.ip() == rip && i.code_size() == code_size(bitness)).then_some(i)
+    }
+
+    pub fn insert(&mut self, phys: u64, i: Instruction) {
+        let pn = phys >> 12;
+        let s = match self.slot(pn) {
+            Some(s) => s,
+            None => {
+                if self.pages.len() >= MAX_PAGES {
+                    self.clear();
+                }
+                let s = match self.free.pop() {
+                    Some(s) => s,
+                    None => {
+                        self.slots.push(PageCode {
+                            index: Box::new([0; 4096]),
+                            instrs: Vec::new(),
+                        });
+                        self.slots.len() - 1
+                    }
+                };
+                self.pages.insert(pn, s);
+                self.mark(pn);
+                self.last = Some((pn, s));
+                s
+            }
+        };
+        let pc = &mut self.slots[s];
+        let off = (phys & 0xfff) as usize;
+        match pc.index[off] {
+            0 if pc.instrs.len() < u16::MAX as usize => {
+                pc.instrs.push(i);
+                pc.index[off] = pc.instrs.len() as u16;
+            }
+            0 => {}
+            k => pc.instrs[k as usize - 1] = i,
+        }
     }
 
     fn mark(&mut self, pn: u64) {
@@ -109,7 +164,15 @@ impl DecodeCache {
         if !self.is_code(pn) {
             return;
         }
-        self.pages.remove(&pn);
+        if let Some(s) = self.pages.remove(&pn) {
+            let pc = &mut self.slots[s];
+            pc.index.fill(0);
+            pc.instrs.clear();
+            self.free.push(s);
+        }
+        if self.last.is_some_and(|(p, _)| p == pn) {
+            self.last = None;
+        }
         if pn < BITMAP_PAGES {
             self.bitmap[(pn / 64) as usize] &= !(1 << (pn % 64));
         } else {
@@ -132,6 +195,9 @@ impl DecodeCache {
 
     pub fn clear(&mut self) {
         self.pages.clear();
+        self.slots.clear();
+        self.free.clear();
+        self.last = None;
         self.high.clear();
         self.bitmap.iter_mut().for_each(|w| *w = 0);
     }

@@ -107,11 +107,18 @@ pub(crate) fn fetch_decode(cpu: &mut Cpu, mem: &mut dyn Memory) -> Result<Fetche
     let mut buf = [0u8; 15];
     let first = max.min(0x1000 - (lin & 0xfff) as usize);
     let (got, mut ram, mut late_fault) = fetch_some(mem, phys, &mut buf[..first]);
-    let mut n = got;
     if got == 0 {
         return Err(late_fault.unwrap_or(Exception::InvalidOpcode));
     }
-    if got == first && first < max {
+    let mut n = got;
+    let mut dec = Decoder::with_ip(bitness, &buf[..n], rip, DecoderOptions::NONE);
+    let mut instr = dec.decode();
+    // The next page is touched only when the instruction really continues there.
+    if instr.is_invalid()
+        && dec.last_error() == DecoderError::NoMoreBytes
+        && got == first
+        && first < max
+    {
         let lin2 = ops::code_linear(cpu, rip.wrapping_add(first as u64)).map(|l| l & !0xfff);
         match lin2.and_then(|l| mmu::translate(cpu, mem, l, Access::Exec, user)) {
             Ok(p2) => {
@@ -122,9 +129,9 @@ pub(crate) fn fetch_decode(cpu: &mut Cpu, mem: &mut dyn Memory) -> Result<Fetche
             }
             Err(e) => late_fault = Some(e),
         }
+        dec = Decoder::with_ip(bitness, &buf[..n], rip, DecoderOptions::NONE);
+        instr = dec.decode();
     }
-    let mut dec = Decoder::with_ip(bitness, &buf[..n], rip, DecoderOptions::NONE);
-    let instr = dec.decode();
     if instr.is_invalid() {
         if dec.last_error() == DecoderError::NoMoreBytes {
             if let Some(e) = late_fault {
@@ -148,12 +155,13 @@ pub(crate) fn fetch_decode(cpu: &mut Cpu, mem: &mut dyn Memory) -> Result<Fetche
 /// whether it was all RAM, and the fault that stopped it.
 fn fetch_some(mem: &mut dyn Memory, phys: u64, buf: &mut [u8]) -> (usize, bool, Option<Exception>) {
     match mem.fetch(phys, buf) {
-        Ok(ram) => (buf.len(), ram, None),
+        Ok((n, ram)) => (n.min(buf.len()), ram, None),
         Err(_) => {
             let mut ram = true;
             for k in 0..buf.len() {
-                match mem.fetch(phys + k as u64, &mut buf[k..k + 1]) {
-                    Ok(r) => ram &= r,
+                match mem.fetch(phys.wrapping_add(k as u64), &mut buf[k..k + 1]) {
+                    Ok((1, r)) => ram &= r,
+                    Ok(_) => return (k, ram, None),
                     Err(f) => return (k, ram, Some(Exception::Unbacked(f))),
                 }
             }
@@ -227,6 +235,22 @@ fn dispatch(cpu: &mut Cpu, mem: &mut dyn Memory, i: &Instruction) -> Result<(), 
         Mul | Imul | Div | Idiv => muldiv::exec(cpu, mem, i, m),
         Bt | Bts | Btr | Btc => bits::bt(cpu, mem, i, m),
         Bsf | Bsr => bits::bsf_bsr(cpu, mem, i, m),
+        // F3 0F BC/BD on a CPU without BMI1/ABM (not in our CPUID) are BSF/BSR with an
+        // ignored REP prefix; compilers emit `rep bsf` for exactly that reason.
+        Tzcnt => bits::bsf_bsr(cpu, mem, i, Bsf),
+        Lzcnt => bits::bsf_bsr(cpu, mem, i, Bsr),
+        Popcnt => {
+            let size = op_size(i, 0);
+            let v = read_op(cpu, mem, i, 1)? & mask(size);
+            write_op(cpu, mem, i, 0, v.count_ones() as u64)?;
+            cpu.set_flags(crate::cpu::STATUS, if v == 0 { crate::cpu::ZF } else { 0 });
+            Ok(())
+        }
+        // MOVNTI: a plain store (the non-temporal hint has no architectural effect).
+        Movnti => {
+            let v = read_op(cpu, mem, i, 1)?;
+            write_op(cpu, mem, i, 0, v)
+        }
         Bswap => bits::bswap(cpu, i),
         Mov => {
             if i.op0_kind() == OpKind::Register {
@@ -351,9 +375,12 @@ fn dispatch(cpu: &mut Cpu, mem: &mut dyn Memory, i: &Instruction) -> Result<(), 
             Ok(())
         }
         // Fences, prefetches, cache hints and the multi-byte NOP: no architectural effect.
+        // CET's ENDBR and the shadow-stack reads/increments execute as NOPs on a CPU
+        // without CET (IBT-built kernels are full of ENDBR64), as do the reserved NOPs.
         Nop | Pause | Lfence | Mfence | Sfence | Prefetchnta | Prefetcht0 | Prefetcht1
-        | Prefetcht2 | Prefetchw | Prefetch | Clflush | Clflushopt => {
-            if matches!(m, Clflush | Clflushopt) {
+        | Prefetcht2 | Prefetchw | Prefetch | Clflush | Clflushopt | Clwb | Endbr32 | Endbr64
+        | Rdsspd | Rdsspq | Incsspd | Incsspq | Reservednop => {
+            if matches!(m, Clflush | Clflushopt | Clwb) {
                 // Checks the address like a read.
                 let (s, off) = ops::mem_operand(cpu, i)?;
                 ops::read_mem(cpu, mem, s, off, 1)?;

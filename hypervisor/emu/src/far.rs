@@ -1,6 +1,7 @@
-//! Far control transfers: JMP/CALL ptr16:16/32 and m16:16/32/64, RETF (same and outer
-//! privilege). Real mode loads CS as selector * 16; protected and long mode check the
-//! code-segment descriptor. Call gates and task switches are refused
+//! Far control transfers: JMP/CALL ptr16:16/32 and m16:16/32/64 (directly to a code
+//! segment or through a 16/32-bit or long-mode call gate, with the stack switch and
+//! parameter copy of a CALL to an inner privilege level), RETF (same and outer
+//! privilege). Real mode loads CS as selector * 16. Task switches are refused
 //! ([`Exception::Unsupported`]).
 
 use crate::cpu::{CS, Cpu, RSP, SS};
@@ -36,25 +37,28 @@ fn far_target(
     }
 }
 
-/// Check a code segment for a direct far JMP/CALL at the current CPL.
-fn check_code_target(
-    cpu: &mut Cpu,
-    mem: &mut dyn Memory,
-    sel: u16,
-) -> Result<seg::Desc, Exception> {
+/// Where a protected-mode far JMP/CALL goes.
+enum Target {
+    Code(seg::Desc),
+    Gate(seg::Desc),
+}
+
+/// Check a code segment for a direct far JMP/CALL at the current CPL (or find a gate).
+fn check_code_target(cpu: &mut Cpu, mem: &mut dyn Memory, sel: u16) -> Result<Target, Exception> {
     let gp = Exception::GeneralProtection((sel & 0xfffc) as u32);
     if sel & 0xfffc == 0 {
         return Err(Exception::GeneralProtection(0));
     }
     let d = seg::read_desc(cpu, mem, sel)?;
     if !d.s() {
-        return Err(match d.typ() {
-            4 | 0xc => Exception::Unsupported("far transfer through a call gate"),
-            5 | 1 | 9 => {
-                Exception::Unsupported("hardware task switch (far JMP/CALL to a TSS or task gate)")
-            }
-            _ => gp,
-        });
+        return match d.typ() {
+            0xc => Ok(Target::Gate(d)),
+            4 if !cpu.long_mode() => Ok(Target::Gate(d)),
+            5 | 1 | 9 => Err(Exception::Unsupported(
+                "hardware task switch (far JMP/CALL to a TSS or task gate)",
+            )),
+            _ => Err(gp),
+        };
     }
     if !d.is_code() {
         return Err(gp);
@@ -73,7 +77,7 @@ fn check_code_target(
         return Err(Exception::NotPresent((sel & 0xfffc) as u32));
     }
     check_long_cs(cpu, &d, sel)?;
-    Ok(d)
+    Ok(Target::Code(d))
 }
 
 /// In long mode a code segment may not have both L and D set.
@@ -106,7 +110,7 @@ pub(crate) fn jmp_call(
     let (size, sel, off) = far_target(cpu, mem, i)?;
     let off = off & mask(size);
     let saved_rsp = cpu.gpr[RSP];
-    let saved_cs = cpu.seg[CS];
+    let saved_seg = cpu.seg;
     let ret_ip = cpu.rip;
     let r = (|| {
         if !cpu.protected() || cpu.rflags & crate::cpu::VM != 0 {
@@ -122,7 +126,10 @@ pub(crate) fn jmp_call(
             cpu.rip = off;
             return Ok(());
         }
-        let d = check_code_target(cpu, mem, sel)?;
+        let d = match check_code_target(cpu, mem, sel)? {
+            Target::Code(d) => d,
+            Target::Gate(g) => return through_gate(cpu, mem, g, sel, call, ret_ip),
+        };
         if call {
             ops::push(cpu, mem, size, cpu.seg[CS].selector as u64)?;
             ops::push(cpu, mem, size, ret_ip)?;
@@ -135,9 +142,118 @@ pub(crate) fn jmp_call(
     })();
     if r.is_err() {
         cpu.gpr[RSP] = saved_rsp;
-        cpu.seg[CS] = saved_cs;
+        cpu.seg = saved_seg;
     }
     r
+}
+
+/// JMP/CALL through a call gate (the caller restores state on error).
+fn through_gate(
+    cpu: &mut Cpu,
+    mem: &mut dyn Memory,
+    g: seg::Desc,
+    gsel: u16,
+    call: bool,
+    ret_ip: u64,
+) -> Result<(), Exception> {
+    let cpl = cpu.cpl();
+    let gp_gate = Exception::GeneralProtection((gsel & 0xfffc) as u32);
+    if g.dpl() < cpl || g.dpl() < (gsel & 3) as u8 {
+        return Err(gp_gate);
+    }
+    if !g.present() {
+        return Err(Exception::NotPresent((gsel & 0xfffc) as u32));
+    }
+    let long = cpu.long_mode();
+    let (size, mut target) = if long {
+        (8, g.gate_offset())
+    } else if g.typ() == 0xc {
+        (4, g.gate_offset())
+    } else {
+        (2, g.gate_offset() & 0xffff)
+    };
+    if long {
+        let hi = ops::read_sys(cpu, mem, g.addr.wrapping_add(8), 8)?;
+        if (hi >> 40) & 0x1f != 0 {
+            return Err(gp_gate);
+        }
+        target |= (hi & 0xffff_ffff) << 32;
+    }
+    let csel = g.gate_selector();
+    if csel & 0xfffc == 0 {
+        return Err(Exception::GeneralProtection(0));
+    }
+    let gp_code = Exception::GeneralProtection((csel & 0xfffc) as u32);
+    let d = seg::read_desc(cpu, mem, csel)?;
+    if !d.is_code() || d.dpl() > cpl {
+        return Err(gp_code);
+    }
+    if !d.present() {
+        return Err(Exception::NotPresent((csel & 0xfffc) as u32));
+    }
+    let flags = (d.raw >> 52) & 0xf;
+    if long && (flags & 2 == 0 || flags & 4 != 0) {
+        return Err(gp_code);
+    }
+    let conforming = d.typ() & 4 != 0;
+    let old_cs = cpu.seg[CS].selector as u64;
+    if !call {
+        if !conforming && d.dpl() != cpl {
+            return Err(gp_code);
+        }
+        seg::load_cs(cpu, mem, csel, d, cpl);
+    } else if !conforming && d.dpl() < cpl {
+        // CALL to an inner level: the new stack comes from the TSS.
+        let new_cpl = d.dpl();
+        let old_ss = cpu.seg[SS].selector as u64;
+        let old_sp = cpu.gpr[RSP];
+        if long {
+            let tr = cpu.tr;
+            let o = 4 + new_cpl as u64 * 8;
+            if !tr.present() || o + 7 > tr.limit as u64 {
+                return Err(Exception::InvalidTss((tr.selector & 0xfffc) as u32));
+            }
+            let sp = ops::read_sys(cpu, mem, tr.base.wrapping_add(o), 8)?;
+            let mut n = seg::null_segment(new_cpl as u16);
+            n.attr |= (new_cpl as u32) << 5;
+            cpu.seg[SS] = n;
+            seg::load_cs(cpu, mem, csel, d, new_cpl);
+            cpu.gpr[RSP] = sp;
+            for v in [old_ss, old_sp, old_cs, ret_ip] {
+                ops::push(cpu, mem, 8, v)?;
+            }
+        } else {
+            // Copy the gate's parameter count of stack words to the new stack.
+            let count = ((g.raw >> 32) & 0x1f) as usize;
+            let mut params = [0u64; 32];
+            for (k, p) in params.iter_mut().enumerate().take(count) {
+                *p = ops::peek(cpu, mem, (k * size) as u64, size)?;
+            }
+            let (ss, sp) = crate::interrupt::tss_stack(cpu, mem, new_cpl)?;
+            seg::load_data_at(cpu, mem, SS, ss, new_cpl).map_err(|e| match e {
+                Exception::GeneralProtection(_) | Exception::StackFault(_) => {
+                    Exception::InvalidTss((ss & 0xfffc) as u32)
+                }
+                e => e,
+            })?;
+            cpu.gpr[RSP] = sp;
+            ops::push(cpu, mem, size, old_ss)?;
+            ops::push(cpu, mem, size, old_sp)?;
+            for k in (0..count).rev() {
+                ops::push(cpu, mem, size, params[k])?;
+            }
+            ops::push(cpu, mem, size, old_cs)?;
+            ops::push(cpu, mem, size, ret_ip)?;
+            seg::load_cs(cpu, mem, csel, d, new_cpl);
+        }
+    } else {
+        ops::push(cpu, mem, size, old_cs)?;
+        ops::push(cpu, mem, size, ret_ip)?;
+        seg::load_cs(cpu, mem, csel, d, cpl);
+    }
+    check_rip(cpu, target)?;
+    cpu.rip = target;
+    Ok(())
 }
 
 pub(crate) fn retf(cpu: &mut Cpu, mem: &mut dyn Memory, i: &Instruction) -> Result<(), Exception> {

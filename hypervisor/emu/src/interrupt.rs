@@ -191,7 +191,11 @@ fn legacy(
 }
 
 /// SS:ESP for privilege level `pl` from a 16- or 32-bit TSS.
-fn tss_stack(cpu: &mut Cpu, mem: &mut dyn Memory, pl: u8) -> Result<(u16, u64), Exception> {
+pub(crate) fn tss_stack(
+    cpu: &mut Cpu,
+    mem: &mut dyn Memory,
+    pl: u8,
+) -> Result<(u16, u64), Exception> {
     let tr = cpu.tr;
     let ts = Exception::InvalidTss((tr.selector & 0xfffc) as u32);
     if !tr.present() || tr.unusable() {

@@ -138,6 +138,8 @@ pub(crate) fn exec(
                     v.wrapping_sub(6)
                 } & 0xff;
                 naf = true;
+                // DAS keeps this step's borrow; DAA's CF is decided by the step below.
+                ncf = m == Das && al < 6;
             }
             if al > 0x99 || cf {
                 v = if m == Daa {
@@ -158,7 +160,8 @@ pub(crate) fn exec(
                 let nv = if m == Aaa {
                     ax.wrapping_add(0x106)
                 } else {
-                    (ax.wrapping_sub(6) & 0xff) | ((ax >> 8).wrapping_sub(1) << 8)
+                    // AX - 6, then AH - 1 (the borrow of AL - 6 reaches AH).
+                    ax.wrapping_sub(0x106)
                 };
                 cpu.set_flags(AF | CF, AF | CF);
                 nv
@@ -215,6 +218,20 @@ pub(crate) fn exec(
                 cpu.rflags &= !ZF;
                 write_sized_gpr(cpu, RAX, half, lo);
                 write_sized_gpr(cpu, RDX, half, hi);
+            }
+            Ok(())
+        }
+        Arpl => {
+            if !cpu.protected() || cpu.rflags & VM != 0 {
+                return Err(Exception::InvalidOpcode);
+            }
+            let d = read_op(cpu, mem, i, 0)?;
+            let src = read_op(cpu, mem, i, 1)?;
+            if d & 3 < src & 3 {
+                write_op(cpu, mem, i, 0, (d & !3) | (src & 3))?;
+                cpu.rflags |= ZF;
+            } else {
+                cpu.rflags &= !ZF;
             }
             Ok(())
         }

@@ -13,6 +13,14 @@
 //!
 //! The interpreter never panics on any instruction bytes: anything it does not
 //! implement is #UD delivered to the guest.
+//!
+//! Not implemented (by design for now): hardware task switches (task gates, far
+//! JMP/CALL to a TSS, IRET with NT) and virtual-8086 mode — these end the run
+//! with `RunExit::Shutdown` and a clear reason instead of being emulated wrongly; NMI,
+//! SMM, debug breakpoints (DR0-7 are storage; TF single-step works), alignment checks,
+//! PCID, XSAVE, CET (ENDBR and the shadow-stack reads are NOPs, as on CPUs without
+//! it), RDRAND/RDSEED, BMI (TZCNT/LZCNT encodings run as BSF/BSR). The CPUID table is
+//! the Bus's: it must not advertise more than this.
 #![forbid(unsafe_code)]
 
 mod alu;

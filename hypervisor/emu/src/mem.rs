@@ -20,10 +20,11 @@ pub trait Memory {
     /// Store `buf` at physical `addr`. On failure nothing was stored.
     fn write(&mut self, addr: u64, buf: &[u8]) -> Result<(), Fault>;
 
-    /// Instruction fetch: like `read`, plus whether the bytes are RAM (and so may be
-    /// cached decoded).
-    fn fetch(&mut self, addr: u64, buf: &mut [u8]) -> Result<bool, Fault> {
-        self.read(addr, buf).map(|()| true)
+    /// Instruction fetch into `buf`: how many bytes were fetched (fewer than asked when
+    /// RAM ends: the CPU does not prefetch into MMIO behind RAM) and whether they are
+    /// RAM (and so may be cached decoded).
+    fn fetch(&mut self, addr: u64, buf: &mut [u8]) -> Result<(usize, bool), Fault> {
+        self.read(addr, buf).map(|()| (buf.len(), true))
     }
     /// IN: `size` is 1, 2 or 4. Default: nothing there (all ones).
     fn pio_in(&mut self, _port: u16, _size: u8) -> u32 {
@@ -42,6 +43,11 @@ pub trait Memory {
     }
     fn tsc(&mut self) -> u64 {
         0
+    }
+    /// Whether a port/MMIO access asked the run loop to stop (a REP string instruction
+    /// then ends its chunk early).
+    fn stop_pending(&self) -> bool {
+        false
     }
     /// VMCALL/VMMCALL. `false` = no hypervisor here (#UD).
     fn hypercall(&mut self, _gpr: &mut [u64; 16], _long_mode: bool) -> bool {

@@ -18,42 +18,48 @@ pub(crate) struct RegLoc {
     pub high: bool,
 }
 
-pub(crate) fn reg_loc(r: Register) -> Option<RegLoc> {
-    let n = r as u32;
-    let al = Register::AL as u32;
-    let ax = Register::AX as u32;
-    let eax = Register::EAX as u32;
-    let rax = Register::RAX as u32;
-    if (al..al + 20).contains(&n) {
-        let i = (n - al) as usize;
-        return Some(match i {
-            4..=7 => RegLoc {
-                idx: i - 4,
-                size: 1,
-                high: true,
-            },
-            0..=3 => RegLoc {
-                idx: i,
-                size: 1,
-                high: false,
-            },
-            _ => RegLoc {
-                idx: i - 4,
-                size: 1,
-                high: false,
-            },
-        });
+/// GPR location of every iced register, computed at compile time: bit 7 valid, bit 6
+/// high byte, bits 4..6 log2(size), bits 0..4 index.
+static REG_TABLE: [u8; 256] = build_reg_table();
+
+const fn build_reg_table() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let al = Register::AL as usize;
+    let mut i = 0;
+    while i < 20 {
+        t[al + i] = match i {
+            0..=3 => 0x80 | i as u8,
+            4..=7 => 0x80 | 0x40 | (i - 4) as u8,
+            _ => 0x80 | (i - 4) as u8,
+        };
+        i += 1;
     }
-    for (base, size) in [(ax, 2), (eax, 4), (rax, 8)] {
-        if (base..base + 16).contains(&n) {
-            return Some(RegLoc {
-                idx: (n - base) as usize,
-                size,
-                high: false,
-            });
+    let bases = [
+        (Register::AX as usize, 1u8),
+        (Register::EAX as usize, 2),
+        (Register::RAX as usize, 3),
+    ];
+    let mut b = 0;
+    while b < 3 {
+        let (base, lg) = bases[b];
+        let mut k = 0;
+        while k < 16 {
+            t[base + k] = 0x80 | (lg << 4) | k as u8;
+            k += 1;
         }
+        b += 1;
     }
-    None
+    t
+}
+
+#[inline]
+pub(crate) fn reg_loc(r: Register) -> Option<RegLoc> {
+    let e = REG_TABLE[(r as usize) & 0xff];
+    (e & 0x80 != 0).then_some(RegLoc {
+        idx: (e & 0xf) as usize,
+        size: 1 << ((e >> 4) & 3),
+        high: e & 0x40 != 0,
+    })
 }
 
 pub(crate) fn read_loc(cpu: &Cpu, l: RegLoc) -> u64 {
@@ -212,7 +218,7 @@ pub(crate) fn linear(
         if t & 8 == 0 && t & 4 != 0 {
             // Expand-down data: valid offsets are limit+1 ..= 0xffff / 0xffffffff.
             let upper = if sg.db() { 0xffff_ffffu64 } else { 0xffff };
-            let end = off.wrapping_add(size as u64 - 1);
+            let end = off.wrapping_add(size.max(1) as u64 - 1);
             if off <= sg.limit as u64 || end > upper || end < off {
                 return Err(seg_fault(s));
             }

@@ -101,7 +101,7 @@ pub(crate) fn read_desc_high(
     if (sel & 0xfff8) as u64 + 15 > limit {
         return Err(Exception::GeneralProtection((sel & 0xfffc) as u32));
     }
-    let hi = ops::read_sys(cpu, mem, d.addr + 8, 8)?;
+    let hi = ops::read_sys(cpu, mem, d.addr.wrapping_add(8), 8)?;
     Ok((hi & 0xffff_ffff) << 32)
 }
 
@@ -110,7 +110,7 @@ pub(crate) fn set_accessed(cpu: &mut Cpu, mem: &mut dyn Memory, d: &mut Desc) {
     if d.raw & (1 << 40) == 0 {
         d.raw |= 1 << 40;
         // Best effort: a GDT in ROM stays unchanged.
-        let _ = ops::write_sys(cpu, mem, d.addr + 5, 1, d.raw >> 40);
+        let _ = ops::write_sys(cpu, mem, d.addr.wrapping_add(5), 1, d.raw >> 40);
     }
 }
 

@@ -154,5 +154,13 @@ pub(crate) fn exec(cpu: &mut Cpu, mem: &mut dyn Memory, i: &Instruction) -> Resu
                 return Ok(());
             }
         }
+        // A port or MMIO access asked the run loop to stop: end the chunk here (RIP
+        // stays on the instruction if iterations remain).
+        if mem.stop_pending() {
+            if cpu.gpr[RCX] & amask != 0 {
+                cpu.rip = i.ip();
+            }
+            return Ok(());
+        }
     }
 }

@@ -182,12 +182,12 @@ fn io_allowed(cpu: &mut Cpu, mem: &mut dyn Memory, port: u16, size: u8) -> Resul
     if tr.unusable() || !matches!(tr.typ(), 9 | 0xb) || tr.limit < 0x67 {
         return Err(gp0());
     }
-    let base = ops::read_sys(cpu, mem, tr.base + 0x66, 2)?;
-    let at = base + port as u64 / 8;
+    let base = ops::read_sys(cpu, mem, tr.base.wrapping_add(0x66), 2)?;
+    let at = base + port as u64 / 8; // both 16-bit: no overflow
     if at + 1 > tr.limit as u64 {
         return Err(gp0());
     }
-    let bits = ops::read_sys(cpu, mem, tr.base + at, 2)?;
+    let bits = ops::read_sys(cpu, mem, tr.base.wrapping_add(at), 2)?;
     let want = ((1u64 << size) - 1) << (port & 7);
     if bits & want != 0 {
         return Err(gp0());
@@ -259,19 +259,18 @@ pub(crate) fn exec(
             }
             Ok(())
         }
-        In => (|| {
+        In => {
             let size = ops::reg_size(i.op0_register()) as u8;
             let port = port_of(cpu, i, 1);
-            let v = port_in(cpu, mem, port, size)?;
-            write_sized_gpr(cpu, RAX, size as usize, v as u64);
-            Ok(())
-        })(),
-        Out => (|| {
+            port_in(cpu, mem, port, size)
+                .map(|v| write_sized_gpr(cpu, RAX, size as usize, v as u64))
+        }
+        Out => {
             let size = ops::reg_size(i.op1_register()) as u8;
             let port = port_of(cpu, i, 0);
             let v = cpu.gpr[RAX] as u32;
             port_out(cpu, mem, port, size, v)
-        })(),
+        }
         Cpuid => {
             let r = mem.cpuid(cpu.gpr[RAX] as u32, cpu.gpr[RCX] as u32);
             for (k, idx) in [RAX, RBX, RCX, RDX].into_iter().enumerate() {
@@ -459,7 +458,7 @@ fn load_system_seg(
     if tss {
         // Mark busy.
         d.raw |= 2 << 40;
-        let _ = ops::write_sys(cpu, mem, d.addr + 5, 1, d.raw >> 40);
+        let _ = ops::write_sys(cpu, mem, d.addr.wrapping_add(5), 1, d.raw >> 40);
         s.attr |= 2;
         cpu.tr = s;
     } else {
@@ -548,13 +547,13 @@ fn syscall(cpu: &mut Cpu) -> Result<(), Exception> {
             cpu.msr.cstar
         };
         cpu.seg[CS] = flat(sel, true, true, 0);
-        cpu.seg[SS] = flat(sel + 8, false, false, 0);
+        cpu.seg[SS] = flat(sel.wrapping_add(8), false, false, 0);
         cpu.rip = target;
         cpu.rflags = (cpu.rflags & !cpu.msr.sfmask & !RF) | RFLAGS_FIXED;
     } else {
         cpu.gpr[RCX] = cpu.rip & 0xffff_ffff;
         cpu.seg[CS] = flat(sel, true, false, 0);
-        cpu.seg[SS] = flat(sel + 8, false, false, 0);
+        cpu.seg[SS] = flat(sel.wrapping_add(8), false, false, 0);
         cpu.rip = cpu.msr.star & 0xffff_ffff;
         cpu.rflags &= !(IF | VM | RF);
     }
@@ -578,7 +577,7 @@ fn sysret(cpu: &mut Cpu, i: &Instruction) -> Result<(), Exception> {
             return Err(gp0());
         }
         cpu.seg[CS] = if to64 {
-            flat((base + 16) | 3, true, true, 3)
+            flat(base.wrapping_add(16) | 3, true, true, 3)
         } else {
             flat(base | 3, true, false, 3)
         };
@@ -589,8 +588,8 @@ fn sysret(cpu: &mut Cpu, i: &Instruction) -> Result<(), Exception> {
         cpu.rip = cpu.gpr[RCX] & 0xffff_ffff;
         cpu.rflags |= IF;
     }
-    let mut ss = flat((base + 8) | 3, false, false, 3);
-    ss.selector = (base + 8) | 3;
+    let mut ss = flat(base.wrapping_add(8) | 3, false, false, 3);
+    ss.selector = base.wrapping_add(8) | 3;
     cpu.seg[SS] = ss;
     Ok(())
 }
@@ -605,7 +604,7 @@ fn sysenter(cpu: &mut Cpu) -> Result<(), Exception> {
     }
     let long = cpu.long_mode();
     cpu.seg[CS] = flat(sel, true, long, 0);
-    cpu.seg[SS] = flat(sel + 8, false, false, 0);
+    cpu.seg[SS] = flat(sel.wrapping_add(8), false, false, 0);
     cpu.rip = if long {
         cpu.msr.sysenter_eip
     } else {
@@ -631,13 +630,13 @@ fn sysexit(cpu: &mut Cpu, i: &Instruction) -> Result<(), Exception> {
     }
     let to64 = i.code() == Code::Sysexitq;
     if to64 {
-        cpu.seg[CS] = flat((base + 32) | 3, true, true, 3);
-        cpu.seg[SS] = flat((base + 40) | 3, false, false, 3);
+        cpu.seg[CS] = flat(base.wrapping_add(32) | 3, true, true, 3);
+        cpu.seg[SS] = flat(base.wrapping_add(40) | 3, false, false, 3);
         cpu.rip = cpu.gpr[RDX];
         cpu.gpr[RSP] = cpu.gpr[RCX];
     } else {
-        cpu.seg[CS] = flat((base + 16) | 3, true, false, 3);
-        cpu.seg[SS] = flat((base + 24) | 3, false, false, 3);
+        cpu.seg[CS] = flat(base.wrapping_add(16) | 3, true, false, 3);
+        cpu.seg[SS] = flat(base.wrapping_add(24) | 3, false, false, 3);
         cpu.rip = cpu.gpr[RDX] & 0xffff_ffff;
         cpu.gpr[RSP] = cpu.gpr[RCX] & 0xffff_ffff;
     }

@@ -49,7 +49,7 @@ impl BusMem<'_> {
         while p < len {
             let a = addr.wrapping_add(p as u64);
             let mut k = 8usize;
-            while k > 1 && (k > len - p || a % k as u64 != 0) {
+            while k > 1 && (k > len - p || !a.is_multiple_of(k as u64)) {
                 k /= 2;
             }
             f(a, p..p + k);
@@ -66,8 +66,24 @@ impl Memory for BusMem<'_> {
         let (bus, t) = (&mut *self.bus, self.t);
         Self::pieces(addr, buf.len(), |a, r| {
             let b = &mut buf[r];
-            if !bus.ram_read(a, b) {
+            if bus.ram_read(a, b) {
+                return;
+            }
+            // A piece across the end of RAM: its RAM bytes from RAM, the rest as
+            // single-byte MMIO; a piece with no RAM at all is one MMIO access.
+            let mut any_ram = false;
+            for (k, x) in b.iter_mut().enumerate() {
+                any_ram |= bus.ram_read(a.wrapping_add(k as u64), core::slice::from_mut(x));
+            }
+            if !any_ram {
                 bus.mmio_read(t, a, b);
+            } else {
+                for (k, x) in b.iter_mut().enumerate() {
+                    let one = core::slice::from_mut(x);
+                    if !bus.ram_read(a.wrapping_add(k as u64), one) {
+                        bus.mmio_read(t, a.wrapping_add(k as u64), one);
+                    }
+                }
             }
         });
         self.stop |= self.bus.stop_requested();
@@ -82,20 +98,45 @@ impl Memory for BusMem<'_> {
         let (bus, t) = (&mut *self.bus, self.t);
         Self::pieces(addr, buf.len(), |a, r| {
             let b = &buf[r];
-            if !bus.ram_write(a, b) {
+            if bus.ram_write(a, b) {
+                return;
+            }
+            let mut probe = [0u8; 1];
+            let any_ram = (0..b.len()).any(|k| bus.ram_read(a.wrapping_add(k as u64), &mut probe));
+            if !any_ram {
                 bus.mmio_write(t, a, b);
+            } else {
+                for (k, x) in b.iter().enumerate() {
+                    let one = core::slice::from_ref(x);
+                    if !bus.ram_write(a.wrapping_add(k as u64), one) {
+                        bus.mmio_write(t, a.wrapping_add(k as u64), one);
+                    }
+                }
             }
         });
         self.stop |= self.bus.stop_requested();
         Ok(())
     }
 
-    fn fetch(&mut self, addr: u64, buf: &mut [u8]) -> Result<bool, Fault> {
+    fn fetch(&mut self, addr: u64, buf: &mut [u8]) -> Result<(usize, bool), Fault> {
         if self.bus.ram_read(addr, buf) {
-            return Ok(true);
+            return Ok((buf.len(), true));
         }
+        // Up to the end of RAM only: prefetching must not read MMIO behind it.
+        let mut n = 0;
+        while n < buf.len()
+            && self
+                .bus
+                .ram_read(addr.wrapping_add(n as u64), &mut buf[n..n + 1])
+        {
+            n += 1;
+        }
+        if n > 0 {
+            return Ok((n, true));
+        }
+        // Code in MMIO (a ROM behind the bus): read it, never cache it.
         self.read(addr, buf)?;
-        Ok(false)
+        Ok((buf.len(), false))
     }
 
     fn pio_in(&mut self, port: u16, size: u8) -> u32 {
@@ -107,6 +148,10 @@ impl Memory for BusMem<'_> {
     fn pio_out(&mut self, port: u16, size: u8, value: u32) {
         self.bus.pio_out(self.t, port, size, value);
         self.stop |= self.bus.stop_requested();
+    }
+
+    fn stop_pending(&self) -> bool {
+        self.stop
     }
 
     fn cpuid(&mut self, leaf: u32, subleaf: u32) -> [u32; 4] {
@@ -209,6 +254,19 @@ impl EmuVcpu {
         self.retired
     }
 
+    /// Start over with register state `cpu` (machine reset, INIT): clears a shutdown
+    /// and the decoded code; the retired count (guest time) goes on.
+    pub fn reset(&mut self, cpu: Cpu) {
+        self.cpu = cpu;
+        self.shutdown = None;
+        self.cache.clear();
+    }
+
+    /// Why the vCPU shut down, if it did (every later `run` returns it again).
+    pub fn shutdown_reason(&self) -> Option<&str> {
+        self.shutdown.as_deref()
+    }
+
     /// Drop all decoded code (e.g. after the caller rewrote guest memory wholesale).
     pub fn flush_code_cache(&mut self) {
         self.cache.clear();
@@ -229,18 +287,24 @@ impl EmuVcpu {
         };
         let cpu = &mut self.cpu;
         let mut retired = self.retired;
-        let end = retired.saturating_add(budget);
+        // The budget counts instructions and exception deliveries alike: a guest whose
+        // handler faults again forever (which real hardware would also loop on) must
+        // still give the slice back.
+        let mut spent = 0u64;
         let exit = loop {
-            if retired >= end {
+            if spent >= budget {
                 break RunExit::Budget;
             }
+            spent += 1;
             m.t = retired;
-            if cpu.rflags & IF != 0 && !cpu.shadow && m.bus.interrupt_pending(retired) {
-                if let Some(v) = m.bus.acknowledge_interrupt(retired) {
-                    cpu.halted = false;
-                    if let Err(why) = raise(cpu, &mut m, v, None, false, Class::Benign) {
-                        break RunExit::Shutdown(why);
-                    }
+            if cpu.rflags & IF != 0
+                && !cpu.shadow
+                && m.bus.interrupt_pending(retired)
+                && let Some(v) = m.bus.acknowledge_interrupt(retired)
+            {
+                cpu.halted = false;
+                if let Err(why) = raise(cpu, &mut m, v, None, false, Class::Benign) {
+                    break RunExit::Shutdown(why);
                 }
             }
             if cpu.halted {
@@ -249,6 +313,7 @@ impl EmuVcpu {
                 };
             }
             cpu.shadow = false;
+            let single_step = cpu.rflags & crate::cpu::TF != 0;
             let r = match fetch(cpu, &mut m) {
                 Ok(i) => {
                     let r = exec::execute(cpu, &mut m, &i);
@@ -265,8 +330,16 @@ impl EmuVcpu {
                 }
                 Err(e) => Err(e),
             };
-            if let Err(e) = r {
-                if let Err(why) = raise_exception(cpu, &mut m, e) {
+            if let Err(e) = r
+                && let Err(why) = raise_exception(cpu, &mut m, e)
+            {
+                break RunExit::Shutdown(why);
+            }
+            // TF set when the instruction began: a single-step #DB trap after it
+            // completes (DR6.BS).
+            if single_step && r.is_ok() {
+                cpu.dr[6] |= 1 << 14;
+                if let Err(why) = raise(cpu, &mut m, 1, None, false, Class::Benign) {
                     break RunExit::Shutdown(why);
                 }
             }
@@ -297,11 +370,11 @@ fn fetch(cpu: &mut Cpu, m: &mut BusMem<'_>) -> Result<iced_x86::Instruction, Exc
     let user = cpu.cpl() == 3;
     let phys = mmu::translate(cpu, m, lin, Access::Exec, user)?;
     if let Some(i) = m.cache.lookup(phys, bitness, cpu.rip) {
-        return Ok(*i);
+        return Ok(i);
     }
     let f = exec::fetch_decode(cpu, m)?;
     if f.cacheable {
-        m.cache.insert(f.phys, bitness, f.instr);
+        m.cache.insert(f.phys, f.instr);
     }
     Ok(f.instr)
 }

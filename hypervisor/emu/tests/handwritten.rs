@@ -240,3 +240,18 @@ fn fetch_fault_at_end_of_memory() {
     assert_eq!(cpu.rip, end);
     let _ = RDX;
 }
+
+#[test]
+fn cet_and_bmi_encodings_execute_as_on_a_cpu_without_them() {
+    // endbr64; rep bsf eax, ecx (tzcnt encoding); rep bsr edx, ecx (lzcnt); popcnt ebx, ecx
+    let (mut cpu, mut mem) = setup(&[
+        0xf3, 0x0f, 0x1e, 0xfa, 0xf3, 0x0f, 0xbc, 0xc1, 0xf3, 0x0f, 0xbd, 0xd1, 0xf3, 0x0f, 0xb8,
+        0xd9,
+    ]);
+    cpu.gpr[RCX] = 0x0ff0;
+    run(&mut cpu, &mut mem, 4);
+    assert_eq!(cpu.gpr[RAX], 4);
+    assert_eq!(cpu.gpr[RDX], 11);
+    assert_eq!(cpu.gpr[RBX], 8);
+    assert_eq!(cpu.rip, BASE + 16);
+}

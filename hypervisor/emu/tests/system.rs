@@ -323,9 +323,15 @@ fn triple_fault_is_shutdown_with_registers() {
         }
         e => panic!("{e:?} {}", v.summary()),
     }
-    // It stays shut down.
+    // It stays shut down until reset.
     let mut v = v;
     assert!(matches!(v.run(&mut bus, 10), RunExit::Shutdown(_)));
+    assert!(v.shutdown_reason().is_some());
+    let (_, mut c) = pm32(&[]);
+    c.idtr.limit = 0;
+    bus.load(0x1000, &[0xf4]);
+    v.reset(c);
+    assert_eq!(v.run(&mut bus, 10), HALTED_CLI);
 }
 
 #[test]
@@ -500,4 +506,414 @@ fn hypercall_and_msrs() {
     assert_eq!(bus.outs[0], (0x90, 4, PAT_RESET as u32));
     // TSC = bus tsc (10 per instruction) + offset set at instruction 9 to read 1000.
     assert_eq!(bus.outs[1], (0x91, 4, 1000 + 10));
+}
+
+#[test]
+fn syscall_sysret_swapgs_round_trip() {
+    let mut bus = TestBus::new(0x20_0000);
+    let gdt = [
+        0,
+        0x00af9b000000ffffu64, // 0x08 kernel code
+        0x00cf93000000ffff,    // 0x10 kernel data
+        0x00cff3000000ffff,    // 0x18 user data
+        0x00affb000000ffff,    // 0x20 user code (64-bit)
+    ];
+    for (k, d) in gdt.iter().enumerate() {
+        bus.put_u64(GDT + 8 * k as u64, *d);
+    }
+    let kernel = asm(64, 0x1000, |a| {
+        let wr = |a: &mut CodeAssembler, msr: u32, v: u64| -> Result<(), IcedError> {
+            a.mov(ecx, msr)?;
+            a.mov(eax, v as u32)?;
+            a.mov(edx, (v >> 32) as u32)?;
+            a.wrmsr()
+        };
+        wr(a, 0xc000_0080, 0x501)?; // EFER: SCE | LME | LMA
+        wr(a, 0xc000_0081, (0x10u64 << 48) | (0x08 << 32))?;
+        wr(a, 0xc000_0082, 0x3000)?;
+        wr(a, 0xc000_0102, 0x1234)?;
+        a.mov(rcx, 0x2000u64)?;
+        a.mov(r11, 0x202u64)?;
+        a.sysretq()
+    });
+    bus.load(0x1000, &kernel);
+    let user = asm(64, 0x2000, |a| {
+        a.mov(eax, 7u32)?;
+        a.syscall()
+    });
+    bus.load(0x2000, &user);
+    let entry = asm(64, 0x3000, |a| {
+        a.swapgs()?;
+        a.mov(ecx, 0xc000_0101u32)?;
+        a.mov(rbx, rcx)?;
+        a.rdmsr()?;
+        a.out(0x90, eax)?;
+        a.mov(rax, r11)?;
+        a.out(0x91, eax)?;
+        a.mov(eax, 0x2007u32)?;
+        a.hlt()
+    });
+    bus.load(0x3000, &entry);
+    let mut c = Cpu::new();
+    c.gdtr = Table {
+        base: GDT,
+        limit: 0x27,
+    };
+    c.rip = 0x1000;
+    let (v, e) = run(&mut bus, c, 1000);
+    // SFMASK is 0: IF from the user's RFLAGS stays set.
+    assert_eq!(
+        e,
+        RunExit::Halted {
+            interrupts_enabled: true
+        },
+        "{}",
+        v.summary()
+    );
+    assert_eq!(bus.outs, vec![(0x90, 4, 0x1234), (0x91, 4, 0x202)]);
+    assert_eq!(v.cpu.seg[CS].selector, 0x08);
+    assert_eq!(v.cpu.cpl(), 0);
+    assert_eq!(v.cpu.msr.kernel_gs_base, 0);
+}
+
+#[test]
+fn pae_paging_with_a_2m_page_and_an_nx_fetch_fault() {
+    let code = asm(32, 0x1000, |a| {
+        a.mov(ecx, 0xc000_0080u32)?;
+        a.rdmsr()?;
+        a.or(eax, 0x800)?; // NXE
+        a.wrmsr()?;
+        a.mov(eax, cr4)?;
+        a.or(eax, 0x20)?;
+        a.mov(cr4, eax)?;
+        a.mov(eax, 0x20000u32)?;
+        a.mov(cr3, eax)?;
+        a.mov(eax, cr0)?;
+        a.or(eax, 0x8000_0000u32 as i32)?;
+        a.mov(cr0, eax)?;
+        a.mov(eax, dword_ptr(0x20_0010))?;
+        a.out(0x92, eax)?;
+        a.mov(eax, 0x40000u32)?;
+        a.jmp(eax)
+    });
+    let (mut bus, c) = pm32(&code);
+    bus.put_u64(0x20000, 0x21000 | 1);
+    bus.put_u64(0x21000, 0x22000 | 3);
+    bus.put_u64(0x21008, 0x83); // 2 MiB page at 2 MiB -> physical 0
+    for k in 0..256u64 {
+        let nx = if k == 0x40 { 1 << 63 } else { 0 };
+        bus.put_u64(0x22000 + 8 * k, (k << 12) | 3 | nx);
+    }
+    bus.put_u32(0x10, 0xfeed);
+    bus.put_u64(IDT + 14 * 8, gate32(0x08, 0x3000, 0xe, 0));
+    let handler = asm(32, 0x3000, |a| {
+        a.pop(eax)?;
+        a.out(0x90, eax)?;
+        a.mov(eax, cr2)?;
+        a.out(0x91, eax)?;
+        a.hlt()
+    });
+    bus.load(0x3000, &handler);
+    let (v, e) = run(&mut bus, c, 1000);
+    assert_eq!(e, HALTED_CLI, "{}", v.summary());
+    // The 2 MiB page read physical 0x10; the fetch fault is present + I/D.
+    assert_eq!(
+        bus.outs,
+        vec![(0x92, 4, 0xfeed), (0x90, 4, 0x11), (0x91, 4, 0x40000)]
+    );
+    assert_eq!(bus.u64_at(0x21008) & 0x60, 0x20);
+}
+
+#[test]
+fn pse_4m_pages_alias_and_set_dirty() {
+    let code = asm(32, 0x1000, |a| {
+        a.mov(eax, cr4)?;
+        a.or(eax, 0x10)?; // PSE
+        a.mov(cr4, eax)?;
+        a.mov(eax, 0x20000u32)?;
+        a.mov(cr3, eax)?;
+        a.mov(eax, cr0)?;
+        a.or(eax, 0x8000_0000u32 as i32)?;
+        a.mov(cr0, eax)?;
+        a.mov(eax, dword_ptr(0x40_5000))?;
+        a.out(0x90, eax)?;
+        a.mov(dword_ptr(0x40_5004), eax)?;
+        a.mov(eax, dword_ptr(0x5004))?;
+        a.out(0x91, eax)?;
+        a.hlt()
+    });
+    let (mut bus, c) = pm32(&code);
+    bus.put_u32(0x20000, 0x83);
+    bus.put_u32(0x20004, 0x83);
+    bus.put_u32(0x5000, 0xcafe);
+    let (v, e) = run(&mut bus, c, 1000);
+    assert_eq!(e, HALTED_CLI, "{}", v.summary());
+    assert_eq!(bus.outs, vec![(0x90, 4, 0xcafe), (0x91, 4, 0xcafe)]);
+    assert_eq!(bus.u32_at(0x20004) & 0x60, 0x60);
+}
+
+#[test]
+fn trap_flag_single_steps_through_db() {
+    let code = asm(32, 0x1000, |a| {
+        a.pushfd()?;
+        a.or(dword_ptr(esp), 0x100)?;
+        a.popfd()?;
+        a.nop()?;
+        a.nop()?;
+        a.pushfd()?;
+        a.and(dword_ptr(esp), !0x100)?;
+        a.popfd()?;
+        a.hlt()
+    });
+    let (mut bus, c) = pm32(&code);
+    bus.put_u64(IDT + 8, gate32(0x08, 0x3000, 0xe, 0));
+    let handler = asm(32, 0x3000, |a| {
+        a.inc(ebx)?;
+        a.iretd()
+    });
+    bus.load(0x3000, &handler);
+    let (v, e) = run(&mut bus, c, 1000);
+    assert_eq!(e, HALTED_CLI, "{}", v.summary());
+    // nop, nop, pushfd, and, popfd.
+    assert_eq!(v.cpu.gpr[RBX], 5);
+    assert_ne!(v.cpu.dr[6] & (1 << 14), 0);
+}
+
+/// 32-bit paging identity-mapping the first MiB except the page at 0x50000.
+fn paged_with_hole(code: &[u8]) -> (TestBus, Cpu) {
+    let (mut bus, mut c) = pm32(code);
+    bus.put_u32(0x20000, 0x21000 | 3);
+    for k in 0..256u32 {
+        let flags = if k == 0x50 { 0 } else { 3 };
+        bus.put_u32(0x21000 + 4 * k as u64, (k << 12) | flags);
+    }
+    c.cr3 = 0x20000;
+    c.cr0 |= CR0_PG;
+    bus.put_u64(IDT + 14 * 8, gate32(0x08, 0x3000, 0xe, 0));
+    let handler = asm(32, 0x3000, |a| {
+        a.pop(eax)?;
+        a.out(0x90, eax)?;
+        a.mov(eax, cr2)?;
+        a.out(0x91, eax)?;
+        a.hlt()
+    });
+    bus.load(0x3000, &handler);
+    (bus, c)
+}
+
+#[test]
+fn accesses_straddling_a_missing_page_fault_on_the_second_page_and_change_nothing() {
+    // An instruction whose last bytes are on the missing page.
+    let (mut bus, mut c) = paged_with_hole(&[]);
+    bus.load(0x4fffd, &[0xb8, 0x78, 0x56, 0x34, 0x12]);
+    c.rip = 0x4fffd;
+    let (v, e) = run(&mut bus, c, 100);
+    assert_eq!(e, HALTED_CLI, "{}", v.summary());
+    assert_eq!(bus.outs, vec![(0x90, 4, 0), (0x91, 4, 0x50000)]);
+    // A 4-byte store across the boundary: #PF(W) for the second page, no byte written.
+    let code = asm(32, 0x1000, |a| {
+        a.mov(dword_ptr(0x4fffe), 0xaabb_ccddu32)?;
+        a.hlt()
+    });
+    let (mut bus, c) = paged_with_hole(&code);
+    bus.ram[0x4fffe] = 0x11;
+    bus.ram[0x4ffff] = 0x22;
+    let (v, e) = run(&mut bus, c, 100);
+    assert_eq!(e, HALTED_CLI, "{}", v.summary());
+    assert_eq!(bus.outs, vec![(0x90, 4, 2), (0x91, 4, 0x50000)]);
+    assert_eq!(&bus.ram[0x4fffe..0x50000], &[0x11, 0x22]);
+}
+
+#[test]
+fn arpl_raises_the_rpl() {
+    let code = asm(32, 0x1000, |a| {
+        a.mov(ax, 0x10u32)?;
+        a.mov(cx, 3u32)?;
+        a.arpl(ax, cx)?;
+        a.setz(bl)?;
+        a.arpl(ax, cx)?;
+        a.setz(bh)?;
+        a.hlt()
+    });
+    let (mut bus, c) = pm32(&code);
+    let (v, e) = run(&mut bus, c, 100);
+    assert_eq!(e, HALTED_CLI, "{}", v.summary());
+    assert_eq!(v.cpu.gpr[RAX] & 0xffff, 0x13);
+    assert_eq!(v.cpu.gpr[RBX] & 0xffff, 0x0001);
+}
+
+#[test]
+fn accesses_at_the_end_of_ram_split_into_ram_bytes_and_mmio_and_fetch_stops_there() {
+    // RAM ends at 2 MiB. The last RAM byte holds HLT; the code before it loads a dword
+    // straddling the end of RAM.
+    let code = asm(32, 0x1000, |a| {
+        a.mov(eax, dword_ptr(0x1f_fffe))?;
+        a.mov(ebx, 0x1f_ffffu32)?;
+        a.jmp(ebx)
+    });
+    let (mut bus, c) = pm32(&code);
+    bus.ram[0x1f_fffe] = 0x34;
+    bus.ram[0x1f_ffff] = 0xf4;
+    let (v, e) = run(&mut bus, c, 100);
+    assert_eq!(e, HALTED_CLI, "{}", v.summary());
+    assert_eq!(v.cpu.gpr[RAX], 0xffff_f434);
+    // One 2-byte MMIO read for the part past RAM; no prefetch into MMIO.
+    assert_eq!(bus.mmio, vec![(0x20_0000, false, 2)]);
+}
+
+#[test]
+fn call_gate_to_ring0_copies_parameters_and_retf_returns_to_ring3() {
+    let code = asm(32, 0x1000, |a| {
+        a.mov(ax, 0x28u32)?;
+        a.ltr(ax)?;
+        a.push(0x23)?;
+        a.push(0x8000)?;
+        a.push(0x3002)?; // IOPL 3: ring 3 may use OUT
+        a.push(0x1b)?;
+        a.push(0x2000)?;
+        a.iretd()
+    });
+    let (mut bus, mut c) = pm32(&code);
+    c.gdtr.limit = 0x37;
+    // 0x30: 32-bit call gate, DPL 3, two parameters, to 0x08:0x3000.
+    bus.put_u64(GDT + 0x30, gate32(0x08, 0x3000, 0xc, 3) | (2 << 32));
+    let user = asm(32, 0x2000, |a| {
+        a.push(0x1111)?;
+        a.push(0x2222)?;
+        a.db(&[0x9a, 0, 0, 0, 0, 0x30, 0])?; // call 0x30:0
+        a.mov(eax, esp)?;
+        a.out(0x93, eax)?;
+        a.hlt()
+    });
+    bus.load(0x2000, &user);
+    let kernel = asm(32, 0x3000, |a| {
+        a.mov(eax, dword_ptr(esp + 8))?;
+        a.out(0x90, eax)?;
+        a.mov(eax, dword_ptr(esp + 12))?;
+        a.out(0x91, eax)?;
+        a.mov(eax, dword_ptr(esp + 20))?;
+        a.out(0x92, eax)?;
+        a.mov(eax, dword_ptr(esp + 4))?;
+        a.out(0x94, eax)?;
+        a.retf_1(8)
+    });
+    bus.load(0x3000, &kernel);
+    bus.put_u64(IDT + 13 * 8, gate32(0x08, 0x3100, 0xe, 0));
+    bus.load(0x3100, &[0xfa, 0xf4]);
+    let (v, e) = run(&mut bus, c, 1000);
+    assert_eq!(e, HALTED_CLI, "{}", v.summary());
+    assert_eq!(
+        bus.outs,
+        vec![
+            (0x90, 4, 0x2222),
+            (0x91, 4, 0x1111),
+            (0x92, 4, 0x23),
+            (0x94, 4, 0x1b),
+            (0x93, 4, 0x8000)
+        ]
+    );
+}
+
+#[test]
+fn long_mode_call_gate_to_ring0_and_retfq_back() {
+    let mut bus = TestBus::new(0x20_0000);
+    let gdt = [
+        0,
+        0x00af9b000000ffffu64, // 0x08 kernel code (64-bit)
+        0x00cf93000000ffff,    // 0x10 kernel data
+        0x00cff3000000ffff,    // 0x18 user data
+        0x00affb000000ffff,    // 0x20 user code (64-bit)
+        desc(TSS as u32, 0x67, 0x89, 0),
+        0,
+        gate32(0x08, 0x3000, 0xc, 3), // 0x38: 64-bit call gate (16 bytes)
+        0,
+    ];
+    for (k, d) in gdt.iter().enumerate() {
+        bus.put_u64(GDT + 8 * k as u64, *d);
+    }
+    bus.put_u64(TSS + 4, 0x9000);
+    let code = asm(64, 0x1000, |a| {
+        a.mov(ax, 0x28u32)?;
+        a.ltr(ax)?;
+        a.push(0x1b)?;
+        a.push(0x8000)?;
+        a.push(0x3002)?;
+        a.push(0x23)?;
+        a.push(0x2000)?;
+        a.iretq()
+    });
+    bus.load(0x1000, &code);
+    // call far [0x5800] (m16:32 = 0x003b:00000000)
+    bus.load(0x2000, &[0xff, 0x1c, 0x25, 0x00, 0x58, 0x00, 0x00]);
+    let user_rest = asm(64, 0x2007, |a| {
+        a.mov(eax, esp)?;
+        a.out(0x93, eax)?;
+        a.hlt()
+    });
+    bus.load(0x2007, &user_rest);
+    bus.load(0x5804, &0x3bu16.to_le_bytes());
+    let kernel = asm(64, 0x3000, |a| {
+        a.mov(rax, qword_ptr(rsp + 8))?;
+        a.out(0x90, eax)?;
+        a.mov(rax, qword_ptr(rsp + 24))?;
+        a.out(0x91, eax)?;
+        a.mov(rax, qword_ptr(rsp + 16))?;
+        a.out(0x92, eax)?;
+        a.mov(eax, ss)?;
+        a.out(0x95, eax)?;
+        a.db(&[0x48, 0xcb]) // retfq
+    });
+    bus.load(0x3000, &kernel);
+    set_gate64(&mut bus, 13, 0x08, 0x3100, 0, 0);
+    bus.load(0x3100, &[0xfa, 0xf4]);
+    let mut c = Cpu::new();
+    c.gdtr = Table {
+        base: GDT,
+        limit: 0x47,
+    };
+    c.idtr = Table {
+        base: IDT,
+        limit: 0xfff,
+    };
+    c.rip = 0x1000;
+    c.gpr[RSP] = 0x7000;
+    let (v, e) = run(&mut bus, c, 1000);
+    assert_eq!(e, HALTED_CLI, "{}", v.summary());
+    assert_eq!(
+        bus.outs,
+        vec![
+            (0x90, 4, 0x23),
+            (0x91, 4, 0x1b),
+            (0x92, 4, 0x8000),
+            (0x95, 4, 0),
+            (0x93, 4, 0x8000)
+        ]
+    );
+}
+
+/// Speed of the run loop on a simple loop (run with `--ignored --nocapture`).
+#[test]
+#[ignore]
+fn speed() {
+    let code = asm(32, 0x1000, |a| {
+        let mut l = a.create_label();
+        a.set_label(&mut l)?;
+        a.add(eax, dword_ptr(0x5000))?;
+        a.mov(dword_ptr(0x5004), eax)?;
+        a.inc(ebx)?;
+        a.dec(ecx)?;
+        a.jnz(l)?;
+        a.hlt()
+    });
+    let (mut bus, mut c) = pm32(&code);
+    c.gpr[RCX] = 2_000_000;
+    let t = std::time::Instant::now();
+    let (v, e) = run(&mut bus, c, 100_000_000);
+    let dt = t.elapsed();
+    assert_eq!(e, HALTED_CLI);
+    eprintln!(
+        "{} instructions in {dt:?}: {:.1} M/s",
+        v.retired(),
+        v.retired() as f64 / dt.as_secs_f64() / 1e6
+    );
 }
