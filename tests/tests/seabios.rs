@@ -54,12 +54,20 @@ fn seabios_reaches_its_boot_attempt_on_kvm() {
     )
     .expect("write config");
 
-    // The default image path (relative to target/release/chassis) is what is tested.
-    let mut child = Command::new(chassis_bin())
+    // The default image path (relative to target/release/chassis) is what is tested,
+    // unless the binary lives outside the repository (CHASSIS_BIN, CARGO_TARGET_DIR):
+    // then the image is named explicitly.
+    let bin = chassis_bin();
+    let mut cmd = Command::new(&bin);
+    if bin.starts_with(repo_root()) {
+        cmd.env_remove("CHASSIS_SEABIOS");
+    } else {
+        cmd.env("CHASSIS_SEABIOS", repo_root().join(SEABIOS));
+    }
+    let mut child = cmd
         .arg("create")
         .arg(&cfg_path)
         .current_dir(repo_root())
-        .env_remove("CHASSIS_SEABIOS")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

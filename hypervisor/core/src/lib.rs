@@ -3,6 +3,11 @@
 //!
 //! The toolstack builds a [`DomainConfig`] and calls [`run_domain`], which runs the guest
 //! in the foreground until it powers off, resets, crashes or fails.
+//!
+//! Two vCPU backends ([`Backend`]): `kvm` ([`kvm`]: KVM's in-kernel irqchip and PIT) and
+//! `emu` ([`emu`]: the software CPU of `hypervisor-emu`, with our own PIC, PIT, IOAPIC
+//! and LAPICs from [`irqchip`], optionally on deterministic instruction-count time).
+//! Both send device accesses through [`dispatch`] with the same access records.
 
 use std::fmt;
 use std::path::PathBuf;

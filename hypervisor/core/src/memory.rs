@@ -257,6 +257,7 @@ impl GuestMemory {
     }
 
     /// Host pointer for `[gpa, gpa + len)` if it lies entirely inside one RAM region.
+    #[inline]
     fn host_range(&self, gpa: u64, len: usize) -> Result<*mut u8, OutOfRange> {
         let oor = OutOfRange {
             gpa,
@@ -273,6 +274,7 @@ impl GuestMemory {
     }
 
     /// Copy guest RAM at `gpa` into `buf`.
+    #[inline]
     pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutOfRange> {
         let src = self.host_range(gpa, buf.len())?;
         // SAFETY: src..src+len is inside a live mapping (checked above); buf is a distinct
@@ -282,6 +284,7 @@ impl GuestMemory {
     }
 
     /// Copy `buf` into guest RAM at `gpa`.
+    #[inline]
     pub fn write(&self, gpa: u64, buf: &[u8]) -> Result<(), OutOfRange> {
         let dst = self.host_range(gpa, buf.len())?;
         // SAFETY: as in `read`, with the direction reversed.

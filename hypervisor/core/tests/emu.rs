@@ -193,6 +193,33 @@ fn lapic_timer_wakes_hlt_on_host_and_deterministic_time() {
     assert_eq!(a.instructions, b.instructions);
 }
 
+/// RTC ticks come from the device timers: on host time from the timer thread, so a
+/// halted vCPU must be woken by the interrupt itself (50 ticks at 1024 Hz take ~50 ms;
+/// a missed wake-up would cost the 100 ms halt re-check per tick); on deterministic time
+/// from the vCPU thread at exact instruction counts.
+#[test]
+fn rtc_interrupt_wakes_a_halted_vcpu() {
+    if !emu_or_skip("rtc_interrupt_wakes_a_halted_vcpu") {
+        return;
+    }
+    let tmp = Tmp::new("rtc");
+    let (exit, host) = run(&config(&tmp, RTC_TICKS, 1));
+    assert_eq!(exit, DomainExit::Reset, "COM1 {:?}", com1(&tmp));
+    assert_eq!(com1(&tmp), "R");
+    assert!(
+        host.elapsed >= Duration::from_millis(40) && host.elapsed < Duration::from_millis(2500),
+        "50 RTC ticks at 1024 Hz took {:?}",
+        host.elapsed
+    );
+    let tmp = Tmp::new("rtc-det");
+    let cfg = deterministic(&tmp, RTC_TICKS);
+    let (exit, a) = run(&cfg);
+    assert_eq!(exit, DomainExit::Reset, "COM1 {:?}", com1(&tmp));
+    let (_, b) = run(&cfg);
+    assert_eq!(a.instructions, b.instructions);
+    assert_eq!(a.exits, b.exits);
+}
+
 #[test]
 fn stop_on_output_stops_at_the_same_instruction() {
     if !emu_or_skip("stop_on_output_stops_at_the_same_instruction") {

@@ -1,6 +1,6 @@
 //! [`EmuBus`]: what one software vCPU sees of the machine (`hypervisor_emu::Bus`).
 //!
-//! * RAM: the bounds-checked [`GuestMemory`] accessors.
+//! * RAM: the bounds-checked [`crate::memory::GuestMemory`] accessors.
 //! * Port I/O and MMIO: the PIC/ELCR, PIT/port 0x61, IOAPIC and this vCPU's LAPIC are
 //!   handled here ([`IrqChip`]); everything else becomes the same [`Exit`] record the
 //!   `kvm` backend produces and goes through the same [`dispatch`], so no device can
@@ -10,7 +10,7 @@
 //!   SYSENTER sets, segment bases, PAT, MTRRs, TSC, MISC_ENABLE): IA32_APIC_BASE (the
 //!   LAPIC), the Xen hypercall-page MSR (`vmcall` stubs), the microcode revision (0);
 //!   anything else is #GP.
-//! * Time: guest ns ([`GuestClock`]); the TSC runs at 1 GHz, so it *is* guest ns.
+//! * Time: guest ns ([`crate::emu::clock::GuestClock`]); the TSC runs at 1 GHz, so it *is* guest ns.
 //! * Slices end early ([`hypervisor_emu::Bus::stop_requested`]) on a stop request and
 //!   whenever a timer was (re)programmed, so the run loop can re-plan the next deadline
 //!   (exact timer firing in deterministic mode).
@@ -105,11 +105,35 @@ impl<'r, 'a> EmuBus<'r, 'a> {
 
 impl hypervisor_emu::Bus for EmuBus<'_, '_> {
     fn ram_read(&mut self, gpa: u64, buf: &mut [u8]) -> bool {
-        self.st.mem.read(gpa, buf).is_ok()
+        // The common operand sizes as fixed-size copies (no memcpy call per access).
+        fn fixed<const N: usize>(m: &crate::memory::GuestMemory, gpa: u64, buf: &mut [u8]) -> bool {
+            let mut b = [0u8; N];
+            let ok = m.read(gpa, &mut b).is_ok();
+            buf.copy_from_slice(&b);
+            ok
+        }
+        match buf.len() {
+            1 => fixed::<1>(self.st.mem, gpa, buf),
+            2 => fixed::<2>(self.st.mem, gpa, buf),
+            4 => fixed::<4>(self.st.mem, gpa, buf),
+            8 => fixed::<8>(self.st.mem, gpa, buf),
+            _ => self.st.mem.read(gpa, buf).is_ok(),
+        }
     }
 
     fn ram_write(&mut self, gpa: u64, buf: &[u8]) -> bool {
-        self.st.mem.write(gpa, buf).is_ok()
+        fn fixed<const N: usize>(m: &crate::memory::GuestMemory, gpa: u64, buf: &[u8]) -> bool {
+            let mut b = [0u8; N];
+            b.copy_from_slice(buf);
+            m.write(gpa, &b).is_ok()
+        }
+        match buf.len() {
+            1 => fixed::<1>(self.st.mem, gpa, buf),
+            2 => fixed::<2>(self.st.mem, gpa, buf),
+            4 => fixed::<4>(self.st.mem, gpa, buf),
+            8 => fixed::<8>(self.st.mem, gpa, buf),
+            _ => self.st.mem.write(gpa, buf).is_ok(),
+        }
     }
 
     fn mmio_read(&mut self, t: u64, gpa: u64, buf: &mut [u8]) {

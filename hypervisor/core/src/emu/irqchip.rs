@@ -301,7 +301,7 @@ impl IrqChip {
     }
 
     /// Sleep while vCPU `i` is halted: until an interrupt is pending for it, `stop()`
-    /// says so, a kick, or `timeout` (capped at [`MAX_HALT_WAIT`]). The caller loops.
+    /// says so, a kick, or `timeout` (capped at 100 ms). The caller loops.
     pub fn wait_halted(&self, i: usize, stop: &dyn Fn() -> bool, timeout: Option<Duration>) {
         let g = lock(&self.chips);
         if stop() || g.pending(i) {

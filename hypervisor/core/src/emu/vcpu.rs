@@ -3,8 +3,10 @@
 //! Each turn: bring guest time up to date, fire what is due (PIT IRQ 0 edges, LAPIC
 //! timers; in deterministic mode also the device timers, which the host timer thread
 //! fires otherwise), then run a slice of instructions:
-//! * host time: [`HOST_SLICE`] instructions, so timers are looked at at least that often
-//!   and a guest spinning in a tight loop still sees the stop flag;
+//! * host time: at most [`HOST_SLICE`] instructions, so timers are looked at at least
+//!   that often and a guest spinning in a tight loop still sees the stop flag; shorter
+//!   (down to [`MIN_HOST_SLICE`]) when the next PIT/LAPIC deadline is nearer, estimated
+//!   from the CPU's measured speed, so those timers fire close to their time;
 //! * deterministic: up to [`DETERMINISTIC_SLICE`] instructions but never past the next
 //!   timer deadline, so every timer fires at an exact instruction count. A slice also
 //!   ends when the guest reprograms a timer (the bus says so), and the deadline is
@@ -18,8 +20,8 @@
 //! [`IDLE_GRACE`], since a host timer may be firing that very moment). HLT with
 //! interrupts disabled: nothing can wake the vCPU either (no NMI source exists, and
 //! vCPU 0 never gets INIT), so the domain stops at once as crashed with a message,
-//! instead of hanging forever. A CPU shutdown (triple fault, or something the CPU cannot emulate)
-//! stops it as crashed with the CPU's reason and register summary.
+//! instead of hanging forever. A CPU shutdown (triple fault, or something the CPU
+//! cannot emulate) stops it as crashed with the CPU's reason and register summary.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -33,8 +35,10 @@ use crate::emu::EmuVm;
 use crate::emu::bus::EmuBus;
 use crate::platform::{PlatformState, lock};
 
-/// Instructions per slice with host time.
+/// Longest slice with host time.
 pub const HOST_SLICE: u64 = 20_000;
+/// Shortest slice with host time (below this, the loop's own cost would show).
+pub const MIN_HOST_SLICE: u64 = 1_000;
 /// Longest slice in deterministic mode (the next deadline usually comes first).
 pub const DETERMINISTIC_SLICE: u64 = 1_000_000;
 
@@ -94,6 +98,8 @@ pub fn run_vcpu(
     let idx = id as usize;
     // Since when the vCPU has been halted with nothing that could wake it.
     let mut stuck_since: Option<std::time::Instant> = None;
+    // Host time: the CPU's speed in instructions per guest ns (a running average).
+    let mut rate = 0.01f64;
     while !st.stopping() {
         let retired = vcpu.retired();
         let now = bus.now(retired);
@@ -108,10 +114,22 @@ pub fn run_vcpu(
                 .unwrap_or(DETERMINISTIC_SLICE)
                 .min(DETERMINISTIC_SLICE),
             (true, None) => DETERMINISTIC_SLICE,
-            (false, _) => HOST_SLICE,
+            (false, Some(d)) => {
+                let ns = d.saturating_sub(now) as f64;
+                ((ns * rate) as u64).clamp(MIN_HOST_SLICE, HOST_SLICE)
+            }
+            (false, None) => HOST_SLICE,
         };
         bus.begin_slice();
         let exit = vcpu.run(&mut bus, budget);
+        if !det {
+            // Full slices only: a slice cut short by an access or HLT says little.
+            let ran = vcpu.retired().saturating_sub(retired);
+            let dt = st.clock.now_ns().saturating_sub(now);
+            if exit == RunExit::Budget && dt > 0 && ran > 0 {
+                rate = 0.8 * rate + 0.2 * (ran as f64 / dt as f64);
+            }
+        }
         if let Some(what) = bus.crash.take() {
             st.finish(Ok(DomainExit::Crashed(format!(
                 "vCPU {id}: {what}: {}",

@@ -335,7 +335,7 @@ impl Lapic {
         l
     }
 
-    /// Enable TSC-deadline timer mode (only if CPUID.1:ECX[24] is advertised).
+    /// Enable TSC-deadline timer mode (only if CPUID.1:ECX bit 24 is advertised).
     pub fn with_tsc_deadline(mut self) -> Lapic {
         self.tsc_deadline_supported = true;
         self
@@ -442,12 +442,12 @@ impl Lapic {
 
     // ---- priorities ----
 
-    /// CR8 reads TPR[7:4].
+    /// CR8 reads TPR bits 7:4.
     pub fn tpr(&self) -> u8 {
         self.tpr as u8
     }
 
-    /// CR8 writes (value already shifted into TPR[7:4] by the caller) or TPR writes.
+    /// CR8 writes (value already shifted into TPR bits 7:4 by the caller) or TPR writes.
     pub fn set_tpr(&mut self, tpr: u8) {
         self.tpr = tpr as u32;
     }
