@@ -543,40 +543,28 @@ mod firmware {
         let initrd = (si.nr_modules > hypervisor_abi::pvh::MODULE_RAMDISK)
             .then(|| si.modules[hypervisor_abi::pvh::MODULE_RAMDISK])
             .filter(|m| m.size != 0);
-        let mut avoid = [
-            (FIRMWARE_BASE, FIRMWARE_END),
-            (km.paddr, km.paddr + km.size),
-            (0, 0),
-        ];
-        if let Some(rd) = initrd {
-            avoid[2] = (rd.paddr, rd.paddr.saturating_add(rd.size));
-        }
-        let load = match k.choose_load_addr(map, &avoid) {
-            Ok(a) => a,
-            Err(e) => fatal!(
-                "kernel needs {:#x} bytes at {:#x} (module at {:#x}-{:#x}): {e}",
-                k.span(),
-                k.pref_address,
-                km.paddr,
-                km.paddr + km.size
-            ),
-        };
-        if load != k.pref_address {
+        // The host may have unpacked the kernel proper already and placed it where the
+        // decompressor would (module "vmlinux", entered at its start: startup_64).
+        // Otherwise the protected-mode part is copied and its decompressor runs.
+        let unpacked = named_module(si, b"vmlinux");
+        let entry = if let Some(vm) = unpacked {
+            if vm.size < k.span() || !mem::mapped(vm.paddr, vm.size) {
+                fatal!(
+                    "vmlinux module at {:#x} size {:#x} does not cover the kernel's {:#x} bytes",
+                    vm.paddr,
+                    vm.size,
+                    k.span()
+                );
+            }
             println!(
-                "chassis-firmware: pref_address {:#x} is taken, loading the relocatable kernel at {load:#x}",
-                k.pref_address
+                "chassis-firmware: kernel unpacked by the host at {:#x} (init_size {:#x})",
+                vm.paddr, vm.size
             );
-        }
-        // SAFETY: [load, load + span) is RAM below 4 GiB, clear of the firmware, the
-        // modules and the ACPI area (choose_load_addr); the source is the module.
-        unsafe {
-            core::ptr::copy_nonoverlapping(
-                image[k.pm_offset..].as_ptr(),
-                load as usize as *mut u8,
-                k.pm_len,
-            );
-        }
-
+            vm.paddr
+        } else {
+            let load = copy_kernel(&k, image, km, initrd, map);
+            load + bzimage::ENTRY_64_OFFSET
+        };
         let max = k.cmdline_max().min(p::KERNEL_CMDLINE_MAX - 1);
         let cmdline = bzimage::cmdline_bytes(si.cmdline, max);
         if cmdline.len() < si.cmdline.len() {
@@ -624,15 +612,66 @@ mod firmware {
         }
         // SAFETY: kernel copied per the 64-bit boot protocol, zero page filled, and
         // the identity map covers both.
-        unsafe { entry::jump_linux(load + bzimage::ENTRY_64_OFFSET, p::BOOT_PARAMS_ADDR) }
+        unsafe { entry::jump_linux(entry, p::BOOT_PARAMS_ADDR) }
+    }
+
+    /// Copy the bzImage's protected-mode part (decompressor + payload) to its load
+    /// address; returns the address.
+    fn copy_kernel(
+        k: &bzimage::Kernel<'_>,
+        image: &[u8],
+        km: HvmModlistEntry,
+        initrd: Option<HvmModlistEntry>,
+        map: &Map,
+    ) -> u64 {
+        let mut avoid = [
+            (FIRMWARE_BASE, FIRMWARE_END),
+            (km.paddr, km.paddr + km.size),
+            (0, 0),
+        ];
+        if let Some(rd) = initrd {
+            avoid[2] = (rd.paddr, rd.paddr.saturating_add(rd.size));
+        }
+        let load = match k.choose_load_addr(map, &avoid) {
+            Ok(a) => a,
+            Err(e) => fatal!(
+                "kernel needs {:#x} bytes at {:#x} (module at {:#x}-{:#x}): {e}",
+                k.span(),
+                k.pref_address,
+                km.paddr,
+                km.paddr + km.size
+            ),
+        };
+        if load != k.pref_address {
+            println!(
+                "chassis-firmware: pref_address {:#x} is taken, loading the relocatable kernel at {load:#x}",
+                k.pref_address
+            );
+        }
+        // SAFETY: [load, load + span) is RAM below 4 GiB, clear of the firmware, the
+        // modules and the ACPI area (choose_load_addr); the source is the module.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                image[k.pm_offset..].as_ptr(),
+                load as usize as *mut u8,
+                k.pm_len,
+            );
+        }
+
+        load
+    }
+
+    /// The module whose name (its cmdline string) is `name`.
+    fn named_module(si: &StartInfo, name: &[u8]) -> Option<HvmModlistEntry> {
+        si.modules[..si.nr_modules]
+            .iter()
+            .find(|m| c_string(m.cmdline_paddr, 64) == name)
+            .copied()
     }
 
     /// The module named "firmware" (the SeaBIOS image), if any.
     fn bios_module(si: &StartInfo) -> Option<HvmModlistEntry> {
-        si.modules[..si.nr_modules]
-            .iter()
-            .find(|m| c_string(m.cmdline_paddr, 64) == b"firmware")
-            .copied()
+        named_module(si, b"firmware")
     }
 
     /// SeaBIOS's Xen path: info structure at 0x1000 (RSDP, e820), the image copied to end

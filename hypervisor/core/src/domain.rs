@@ -124,6 +124,16 @@ pub fn run(cfg: &DomainConfig) -> Result<(DomainExit, RunStats), Error> {
             why: "does not fit in guest RAM".into(),
         })?;
     }
+    let mut placed = placed;
+    if let (Some(path), Some((_, _, bz))) = (&cfg.kernel, modules.first()) {
+        if let Some(vm) = unpack_kernel(&mem, path, bz, &placed)? {
+            if placed.len() < 2 {
+                // No ramdisk: an empty slot keeps the module indices the firmware knows.
+                placed.push(loader::Placement { paddr: 0, size: 0 });
+            }
+            placed.push(vm);
+        }
+    }
     drop(modules);
     let names: &[&[u8]] = match cfg.bios {
         Some(_) => &[loader::FIRMWARE_MODULE_NAME],
@@ -296,6 +306,60 @@ fn run_emu(
         .take_outcome()
         .unwrap_or_else(|| Ok(DomainExit::Crashed("stopped without a reason".into())));
     outcome.map(|e| (e, stats))
+}
+
+/// Unpack the bzImage `bz` on the host and place the kernel proper where its own
+/// decompressor would (`kernel_unpack`): the module "vmlinux" for the firmware. `None`
+/// (with a note) when this kernel cannot be unpacked here; then the guest decompresses
+/// it itself, as on real hardware.
+fn unpack_kernel(
+    mem: &GuestMemory,
+    path: &Path,
+    bz: &[u8],
+    modules: &[loader::Placement],
+) -> Result<Option<loader::Placement>, Error> {
+    let Some((load, span)) = loader::kernel_span(bz) else {
+        return Ok(None);
+    };
+    let elf = match crate::kernel_unpack::unpack(bz) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!(
+                "chassis: note: kernel '{}': {e}; the kernel's own decompressor will run in the guest",
+                path.display()
+            );
+            return Ok(None);
+        }
+    };
+    let end = load.saturating_add(span);
+    let clash = modules
+        .iter()
+        .find(|m| m.size != 0 && m.paddr < end && load < m.paddr + m.size);
+    if load < hypervisor_abi::pvh::FIRMWARE_END || load % (2 << 20) != 0 {
+        return Err(Error::BadImage {
+            what: "kernel",
+            path: path.to_path_buf(),
+            why: format!(
+                "pref_address {load:#x} is not a 2 MiB aligned address above the firmware"
+            ),
+        });
+    }
+    if let Some(m) = clash {
+        return Err(Error::Config(format!(
+            "guest memory is too small for this kernel: it occupies {load:#x}..{end:#x}, and the boot modules must go at {:#x}..{:#x}; raise `memory`",
+            m.paddr,
+            m.paddr + m.size
+        )));
+    }
+    loader::place_vmlinux(mem, &elf, load, span).map_err(|why| Error::BadImage {
+        what: "kernel",
+        path: path.to_path_buf(),
+        why,
+    })?;
+    Ok(Some(loader::Placement {
+        paddr: load,
+        size: span,
+    }))
 }
 
 /// Run a thread body; a panic in it becomes a crash of the domain instead of a panic of

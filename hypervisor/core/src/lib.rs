@@ -17,6 +17,7 @@ pub mod dispatch;
 pub mod domain;
 pub mod emu;
 pub mod irqchip;
+pub mod kernel_unpack;
 pub mod kvm;
 pub mod loader;
 pub mod memory;

@@ -21,9 +21,14 @@ use crate::memory::{GuestMemory, Layout};
 
 /// Where the module names go: inside the start-info page, between [`HvmStartInfo`] and the
 /// module list.
-pub const MODULE_NAME_ADDR: [u64; 2] = [START_INFO_ADDR + 0x80, START_INFO_ADDR + 0x90];
-/// The names, NUL-terminated, in module order.
-pub const MODULE_NAMES: [&[u8]; 2] = [b"kernel\0", b"ramdisk\0"];
+pub const MODULE_NAME_ADDR: [u64; 3] = [
+    START_INFO_ADDR + 0x80,
+    START_INFO_ADDR + 0x90,
+    START_INFO_ADDR + 0xa0,
+];
+/// The names, NUL-terminated, in module order. "vmlinux" is the kernel proper unpacked
+/// on the host and already placed ([`place_vmlinux`]); the firmware finds it by name.
+pub const MODULE_NAMES: [&[u8]; 3] = [b"kernel\0", b"ramdisk\0", b"vmlinux\0"];
 /// The name of the SeaBIOS module (the only module of a SeaBIOS boot, so it takes the
 /// first name slot).
 pub const FIRMWARE_MODULE_NAME: &[u8] = b"firmware\0";
@@ -237,6 +242,87 @@ pub fn place_modules(low_end: u64, sizes: &[u64]) -> Result<Vec<Placement>, Stri
     Ok(out)
 }
 
+/// Where the bzImage's boot header says the kernel proper goes: `pref_address` (its
+/// link-time physical address) and `init_size` (the memory it needs from there on,
+/// bss and early page tables included). `None` for a header older than 2.10.
+pub fn kernel_span(bz: &[u8]) -> Option<(u64, u64)> {
+    let version = u16::from_le_bytes(bz.get(0x206..0x208)?.try_into().ok()?);
+    if bz.get(0x202..0x206)? != b"HdrS" || version < 0x20a {
+        return None;
+    }
+    let pref = u64::from_le_bytes(bz.get(0x258..0x260)?.try_into().ok()?);
+    let init = u32::from_le_bytes(bz.get(0x260..0x264)?.try_into().ok()?) as u64;
+    Some((pref, init))
+}
+
+/// Copy the PT_LOAD segments of an unpacked kernel (`vmlinux`, checked by
+/// `kernel_unpack::check_vmlinux`) to `load + (p_paddr - lowest p_paddr)`, as the
+/// kernel's own decompressor does, zeroing each segment's bss part. The entry point must
+/// be the lowest segment's start (`startup_64`), so the firmware enters at `load`.
+/// Everything must fit in `[load, load + span)` and in guest RAM.
+pub fn place_vmlinux(mem: &GuestMemory, elf: &[u8], load: u64, span: u64) -> Result<(), String> {
+    let rd = |o: usize, n: usize| -> Result<u64, String> {
+        let b = elf
+            .get(o..o + n)
+            .ok_or_else(|| "truncated vmlinux header".to_string())?;
+        let mut v = [0u8; 8];
+        v[..n].copy_from_slice(b);
+        Ok(u64::from_le_bytes(v))
+    };
+    let entry = rd(24, 8)?;
+    let phoff = rd(32, 8)? as usize;
+    let phentsize = rd(54, 2)? as usize;
+    let phnum = rd(56, 2)? as usize;
+    if phentsize < PHDR_SIZE || phnum > MAX_PHDRS {
+        return Err("vmlinux program headers are malformed".into());
+    }
+    let mut loads = Vec::new();
+    for k in 0..phnum {
+        let ph = phoff + k * phentsize;
+        if rd(ph, 4)? as u32 != PT_LOAD {
+            continue;
+        }
+        let off = rd(ph + 8, 8)?;
+        let paddr = rd(ph + 24, 8)?;
+        let filesz = rd(ph + 32, 8)?;
+        let memsz = rd(ph + 40, 8)?;
+        if filesz > memsz || off.checked_add(filesz).is_none_or(|e| e > elf.len() as u64) {
+            return Err("a vmlinux segment lies outside the file".into());
+        }
+        loads.push((off as usize, paddr, filesz as usize, memsz));
+    }
+    let base = loads
+        .iter()
+        .map(|l| l.1)
+        .min()
+        .ok_or_else(|| "vmlinux has no PT_LOAD segment".to_string())?;
+    if entry != base {
+        return Err(format!(
+            "vmlinux entry {entry:#x} is not the start of its image ({base:#x})"
+        ));
+    }
+    for (off, paddr, filesz, memsz) in loads {
+        let rel = paddr - base;
+        if rel.checked_add(memsz).is_none_or(|e| e > span) {
+            return Err(format!(
+                "vmlinux segment at {paddr:#x} (+{memsz:#x}) exceeds the kernel's init_size {span:#x}"
+            ));
+        }
+        let dst = load + rel;
+        let to_ram = |e: crate::memory::OutOfRange| {
+            format!(
+                "the kernel needs guest RAM at {dst:#x}..{:#x} ({:#x} is not RAM): give the guest more memory",
+                dst + memsz,
+                e.gpa
+            )
+        };
+        mem.write(dst, &elf[off..off + filesz]).map_err(to_ram)?;
+        mem.zero(dst + filesz as u64, memsz - filesz as u64)
+            .map_err(to_ram)?;
+    }
+    Ok(())
+}
+
 /// Write the start-info page, module list, memory map and command line. `modules` are
 /// the placed modules in order (kernel, ramdisk); their contents are written by the
 /// caller.
@@ -272,7 +358,11 @@ pub fn write_start_info_named(
         return Err("the kernel command line contains a NUL byte".into());
     }
     if modules.len() > MODULE_NAMES.len() {
-        return Err(format!("{} modules (at most 2)", modules.len()));
+        return Err(format!(
+            "{} modules (at most {})",
+            modules.len(),
+            MODULE_NAMES.len()
+        ));
     }
     let w = |gpa: u64, b: &[u8]| {
         mem.write(gpa, b)
