@@ -1,7 +1,10 @@
-//! Debian's kernel decompressor (the bzImage's 64-bit entry) on the software CPU, with
-//! the state our firmware hands over: identity-mapped 4 GiB, 64-bit CS 0x10, DS 0x18,
-//! RSI = boot_params. With `earlyprintk=ttyS0` it reports on COM1. Ignored (slow, needs
-//! the image): `EMU_LINUX_IMAGE=path cargo test --release -p hypervisor-emu --test
+//! Debian's kernel (the bzImage's 64-bit entry) on the software CPU with the state our
+//! firmware hands over: identity-mapped 4 GiB, 64-bit CS 0x10, DS 0x18, RSI =
+//! boot_params, and nothing else (no PIT, APIC, ACPI; the test bus's CPUID). With
+//! `earlyprintk=ttyS0` it reports on COM1: with EMU_LINUX_BUDGET=9000000000 (about ten
+//! minutes) the decompressor runs, the kernel starts and gets through memory setup and
+//! SLUB init ("Poking KASLR using i8254", where it waits on the missing PIT). Ignored:
+//! `EMU_LINUX_IMAGE=path cargo test --release -p hypervisor-emu --test
 //! linux_decompressor -- --ignored --nocapture`.
 
 mod common;
