@@ -17,9 +17,11 @@
 //!
 //! Nothing here asserts a time; the output is a table of figures and ratios.
 //!
-//! Environment: `CHASSIS_BENCH_RUNS` (default 3), `CHASSIS_BIN` (default: `chassis` next
+//! Arguments: `pio`, `compute`, `boot` pick benchmarks (default: all three).
+//! Environment: `CHASSIS_BENCH_RUNS` (default 3; `CHASSIS_BENCH_BOOT_RUNS` for the boot), `CHASSIS_BIN` (default: `chassis` next
 //! to this executable), `QEMU` (default `qemu-system-x86_64`).
 
+mod boot;
 mod compute;
 
 use std::io::Read;
@@ -499,6 +501,9 @@ fn main() {
         qemu: qemu.clone(),
     };
 
+    // `chassis-bench [pio] [compute] [boot]`: the benchmarks to run (default: all).
+    let only: Vec<String> = std::env::args().skip(1).collect();
+    let want = |b: &str| only.is_empty() || only.iter().any(|a| a == b);
     let kvm = kvm_usable();
     let qv = qemu_version(&qemu);
     println!("chassis-bench: PIO round trip (`in (%dx),%al` from port 0x80 in a dec/jnz loop)");
@@ -558,6 +563,9 @@ fn main() {
         ));
     }
 
+    if !want("pio") {
+        plan.clear();
+    }
     let started = Instant::now();
     let mut rows = Vec::new();
     let mut failed = false;
@@ -572,37 +580,47 @@ fn main() {
         }
     }
 
-    let first = rows.first().filter(|r| r.name.starts_with("chassis kvm"));
-    let base = first.map(|r| r.per_pio_us);
-    let base_m = first.and_then(|r| r.marker_us);
-    println!();
-    println!(
-        "| backend | N1 / N2 | start-to-exit t(N1) / t(N2) | per-PIO (difference) | ratio vs chassis kvm | per-PIO (markers, ratio) | exits per `in` |"
-    );
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
-    for r in &rows {
+    if !rows.is_empty() {
+        let first = rows.first().filter(|r| r.name.starts_with("chassis kvm"));
+        let base = first.map(|r| r.per_pio_us);
+        let base_m = first.and_then(|r| r.marker_us);
+        println!();
         println!(
-            "| {} | {} / {} | {:.3} s / {:.3} s | {:.3} µs | {} | {} | {} |",
-            r.name,
-            r.n.0,
-            r.n.1,
-            r.t1.as_secs_f64(),
-            r.t2.as_secs_f64(),
-            r.per_pio_us,
-            base.map_or("-".into(), |b| ratio(r.per_pio_us / b)),
-            match (r.marker_us, base_m) {
-                (Some(m), Some(b)) => format!("{m:.3} µs ({})", ratio(m / b)),
-                (Some(m), None) => format!("{m:.3} µs"),
-                _ => "-".into(),
-            },
-            match (r.exits_per_in, r.other_exits) {
-                (Some(e), Some(o)) => format!("{e:.3} PIO ({o} other/MMIO at N2)"),
-                (Some(e), None) => format!("{e:.3} PIO"),
-                _ => "-".into(),
-            },
+            "| backend | N1 / N2 | start-to-exit t(N1) / t(N2) | per-PIO (difference) | ratio vs chassis kvm | per-PIO (markers, ratio) | exits per `in` |"
         );
+        println!("| --- | --- | --- | --- | --- | --- | --- |");
+        for r in &rows {
+            println!(
+                "| {} | {} / {} | {:.3} s / {:.3} s | {:.3} µs | {} | {} | {} |",
+                r.name,
+                r.n.0,
+                r.n.1,
+                r.t1.as_secs_f64(),
+                r.t2.as_secs_f64(),
+                r.per_pio_us,
+                base.map_or("-".into(), |b| ratio(r.per_pio_us / b)),
+                match (r.marker_us, base_m) {
+                    (Some(m), Some(b)) => format!("{m:.3} µs ({})", ratio(m / b)),
+                    (Some(m), None) => format!("{m:.3} µs"),
+                    _ => "-".into(),
+                },
+                match (r.exits_per_in, r.other_exits) {
+                    (Some(e), Some(o)) => format!("{e:.3} PIO ({o} other/MMIO at N2)"),
+                    (Some(e), None) => format!("{e:.3} PIO"),
+                    _ => "-".into(),
+                },
+            );
+        }
     }
-    if !compute::run(&ctx, runs, qv.is_some()) {
+    if want("compute") && !compute::run(&ctx, runs, qv.is_some()) {
+        failed = true;
+    }
+    let boot_runs = std::env::var("CHASSIS_BENCH_BOOT_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&r| r > 0)
+        .unwrap_or(runs);
+    if want("boot") && !boot::run(&ctx, boot_runs, qv.is_some()) {
         failed = true;
     }
     let _ = std::fs::remove_dir_all(&dir);
