@@ -24,24 +24,8 @@ pub const LOOP_INSNS: u64 = 10;
 /// the bytes (offsets in hex).
 fn payload(n: u32) -> Vec<u8> {
     assert!(n > 0);
-    let mut p = vec![
-        0x66, 0xba, 0xf8, 0x0c, //             00: mov $0xcf8,%dx
-        0xb8, 0x40, 0x0b, 0x00, 0x80, //       04: mov $0x80000b40,%eax  (00:01.3, PMBA)
-        0xef, //                               09: out %eax,(%dx)
-        0x66, 0xba, 0xfc, 0x0c, //             0a: mov $0xcfc,%dx
-        0xb8, 0x01, 0xb0, 0x00, 0x00, //       0e: mov $0xb001,%eax
-        0xef, //                               13: out %eax,(%dx)
-        0x66, 0xba, 0xf8, 0x0c, //             14: mov $0xcf8,%dx
-        0xb8, 0x80, 0x0b, 0x00, 0x80, //       18: mov $0x80000b80,%eax  (00:01.3, PMREGMISC)
-        0xef, //                               1d: out %eax,(%dx)
-        0x66, 0xba, 0xfc, 0x0c, //             1e: mov $0xcfc,%dx
-        0xb0, 0x01, //                         22: mov $1,%al            (PMIOSE)
-        0xee, //                               24: out %al,(%dx)
-        0x66, 0xba, 0xf8, 0x03, //             25: mov $0x3f8,%dx
-        0xb0, b'<', //                         29: mov $'<',%al
-        0xee, //                               2b: out %al,(%dx)
-        0xb9, //                               2c: mov $n,%ecx
-    ];
+    let mut p = crate::pm_prologue();
+    p.push(0xb9); // 2c: mov $n,%ecx
     p.extend_from_slice(&n.to_le_bytes());
     p.extend_from_slice(&[
         0x31, 0xc0, //                         31: xor %eax,%eax

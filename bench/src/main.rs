@@ -41,20 +41,11 @@ const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
 /// three COM1 bytes `<`, `>`, `\n`, SMI_CMD and PM1a_CNT.
 const FIXED_PIO: u64 = 9;
 
-/// The guest code (32-bit flat protected mode, PVH entry state), loaded at FIRMWARE_BASE.
-/// Assembled by hand; GNU as listing next to the bytes (offsets in hex).
-///
-/// Port 0x80 is read because every PC device model decodes it and does next to nothing
-/// on a read: QEMU maps a dummy `ioport80` region there, chassis its debug-port device
-/// (which latches POST codes on writes and returns the latch on reads). Neither is the
-/// "unassigned port" path.
-///
-/// After the S5 write a guest that is still running spins for 2^24 iterations (QEMU
-/// handles the power-off request asynchronously, so the vCPU may run on briefly), then
-/// writes `!` to COM1 and runs into ud2: either means the power-off did not happen.
-fn payload(n: u32) -> Vec<u8> {
-    assert!(n > 0);
-    let mut p = vec![
+/// The start every bench payload shares (offsets 0x00-0x2b): map the PIIX4 PM block at
+/// 0xb000 (PMBA, PMIOSE) so the payload can power off through PM1a_CNT, then write `<`
+/// to COM1. Leaves DX = 0x3f8.
+fn pm_prologue() -> Vec<u8> {
+    vec![
         0x66, 0xba, 0xf8, 0x0c, //             00: mov $0xcf8,%dx
         0xb8, 0x40, 0x0b, 0x00, 0x80, //       04: mov $0x80000b40,%eax  (00:01.3, PMBA)
         0xef, //                               09: out %eax,(%dx)
@@ -70,8 +61,24 @@ fn payload(n: u32) -> Vec<u8> {
         0x66, 0xba, 0xf8, 0x03, //             25: mov $0x3f8,%dx
         0xb0, b'<', //                         29: mov $'<',%al
         0xee, //                               2b: out %al,(%dx)
-        0xb9, //                               2c: mov $n,%ecx
-    ];
+    ]
+}
+
+/// The guest code (32-bit flat protected mode, PVH entry state), loaded at FIRMWARE_BASE.
+/// Assembled by hand; GNU as listing next to the bytes (offsets in hex).
+///
+/// Port 0x80 is read because every PC device model decodes it and does next to nothing
+/// on a read: QEMU maps a dummy `ioport80` region there, chassis its debug-port device
+/// (which latches POST codes on writes and returns the latch on reads). Neither is the
+/// "unassigned port" path.
+///
+/// After the S5 write a guest that is still running spins for 2^24 iterations (QEMU
+/// handles the power-off request asynchronously, so the vCPU may run on briefly), then
+/// writes `!` to COM1 and runs into ud2: either means the power-off did not happen.
+fn payload(n: u32) -> Vec<u8> {
+    assert!(n > 0);
+    let mut p = pm_prologue();
+    p.push(0xb9); // 2c: mov $n,%ecx
     p.extend_from_slice(&n.to_le_bytes());
     p.extend_from_slice(&[
         0x66, 0xba, 0x80, 0x00, //             31: mov $0x80,%dx
@@ -631,5 +638,20 @@ fn main() {
     );
     if failed {
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pio_payload_layout_matches_its_listing() {
+        let p = payload(7);
+        assert_eq!(&p[0x2c..0x31], &[0xb9, 7, 0, 0, 0]);
+        assert_eq!(p[0x35], 0xec, "in (%dx),%al at the loop head");
+        assert_eq!(&p[0x37..0x39], &[0x75, 0xfc], "jnz back to 0x35");
+        assert_eq!(&p[0x60..0x62], &[0x0f, 0x0b], "ud2 last");
+        assert_eq!(p.len(), 0x62);
     }
 }
