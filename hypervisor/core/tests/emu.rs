@@ -262,3 +262,30 @@ fn deterministic_needs_emu() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A jump into MMIO: the CPU fetches from whatever answers there (as hardware does),
+/// with no host crash and no hang. Unbacked PCI-hole addresses read all ones (`ff ff` is
+/// #UD; with no IDT that escalates to a triple fault); the LAPIC page's registers decode
+/// as instructions until execution runs off its end into the unbacked space.
+#[test]
+fn jumps_into_mmio_end_in_a_clean_stop() {
+    if !emu_or_skip("jumps_into_mmio_end_in_a_clean_stop") {
+        return;
+    }
+    for target in [0xe000_0000u32, 0xfee0_0000, 0xfec0_0000] {
+        // mov eax, target; jmp eax
+        let mut code = vec![0xb8];
+        code.extend_from_slice(&target.to_le_bytes());
+        code.extend_from_slice(&[0xff, 0xe0]);
+        let tmp = Tmp::new("jmp-mmio");
+        let t = Instant::now();
+        match run(&deterministic(&tmp, &code)).0 {
+            DomainExit::Crashed(msg) => {
+                eprintln!("{target:#x}: {msg}");
+                assert!(msg.contains("vCPU 0"), "{target:#x}: {msg}")
+            }
+            other => panic!("{target:#x}: expected a clean crash, got {other:?}"),
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "{target:#x}");
+    }
+}
