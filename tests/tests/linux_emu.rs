@@ -1,6 +1,7 @@
 //! Debian's Linux kernel on the software CPU (issue [3], first half): the stock
 //! `linux-image-*-amd64` bzImage and the busybox initramfs from `make setup`, booted
-//! through `chassis create` with `cpu_backend = "emu"`, `deterministic = 1` and one vCPU.
+//! through `chassis create` with `cpu_backend = "emu"`, `deterministic = 1` and one vCPU,
+//! and again with two vCPUs on host time (Linux must bring up CPU 1).
 //! The host unpacks the kernel (xz + x86 BCJ), the firmware enters it, and the init must
 //! print its marker and the PCI functions Linux enumerated (exactly the profile's), then
 //! `poweroff -f` must end the domain through ACPI S5 with exit status 0.
@@ -21,22 +22,43 @@ fn debian_kernel_boots_to_init_and_powers_off_on_emu() {
     if skip_without_emu("debian_kernel_boots_to_init_and_powers_off_on_emu") {
         return;
     }
+    boot("linux-emu", 1, true);
+}
+
+/// The same boot with two vCPUs (host time: deterministic mode takes one vCPU only).
+/// Linux must start CPU 1 through INIT/SIPI and run SMP to init and power-off.
+#[test]
+fn debian_kernel_boots_smp_with_two_vcpus_on_emu() {
+    if skip_without_emu("debian_kernel_boots_smp_with_two_vcpus_on_emu") {
+        return;
+    }
+    let log = boot("linux-emu-smp", 2, false);
+    assert!(
+        log.contains("smp: Brought up 1 node, 2 CPUs"),
+        "CPU 1 did not come up\n--- COM1 (tail) ---\n{}",
+        tail(&log, 60)
+    );
+}
+
+/// Boot the kernel with `vcpus` vCPUs; check the marker, the PCI list and the clean
+/// power-off; return the COM1 log.
+fn boot(name: &str, vcpus: u32, deterministic: bool) -> String {
     let env = paths_env();
     let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let (Some(kernel), Some(initrd)) = (get("KERNEL"), get("INITRD")) else {
         panic!("cache/paths.env has no KERNEL/INITRD: run `make setup`");
     };
-    let tmp = TempDir::new("linux-emu");
+    let tmp = TempDir::new(name);
     let com1 = tmp.path().join("com1.log");
     let cfg = tmp.path().join("linux.cfg");
     fs::write(
         &cfg,
         format!(
             "# written by tests/tests/linux_emu.rs\n\
-             name = \"linux-emu\"\n\
+             name = \"{name}\"\n\
              type = \"hvm\"\n\
              memory = 256\n\
-             vcpus = 1\n\
+             vcpus = {vcpus}\n\
              kernel = \"{kernel}\"\n\
              ramdisk = \"{initrd}\"\n\
              extra = \"console=ttyS0\"\n\
@@ -44,13 +66,13 @@ fn debian_kernel_boots_to_init_and_powers_off_on_emu() {
              on_poweroff = \"destroy\"\n\
              device_model_version = \"{}\"\n\
              cpu_backend = \"emu\"\n\
-             deterministic = 1\n",
+             deterministic = {}\n",
             com1.display(),
-            QEMU_XEN.name
+            QEMU_XEN.name,
+            deterministic as u8
         ),
     )
     .expect("write config");
-
     let mut cmd = Command::new(chassis_bin());
     cmd.arg("create").arg("--stats").arg(&cfg);
     let run = run_with_timeout(cmd, TIMEOUT);
@@ -101,4 +123,5 @@ fn debian_kernel_boots_to_init_and_powers_off_on_emu() {
         "no power-off message\n{}",
         context()
     );
+    log
 }
