@@ -177,3 +177,81 @@ impl Memory for LockMem<'_> {
         self.inner.cmpxchg(addr, size, old, new)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::cpu::{Cpu, RAX};
+    use crate::mem::{Fault, FlatMemory, Memory};
+
+    /// Flat memory whose compare-and-swap sees another CPU store `interfere` to the
+    /// operand before its first `losses` attempts (or cannot swap at all: `None`).
+    struct Racy {
+        m: FlatMemory,
+        losses: u32,
+        interfere: u16,
+        atomic: bool,
+        attempts: u32,
+    }
+
+    impl Memory for Racy {
+        fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), Fault> {
+            self.m.read(addr, buf)
+        }
+        fn write(&mut self, addr: u64, buf: &[u8]) -> Result<(), Fault> {
+            self.m.write(addr, buf)
+        }
+        fn cmpxchg(&mut self, addr: u64, size: u8, old: u64, new: u64) -> Option<Result<(), u64>> {
+            if !self.atomic {
+                return None;
+            }
+            self.attempts += 1;
+            if self.losses > 0 {
+                self.losses -= 1;
+                self.m.write_u16(addr, self.interfere).ok()?;
+            }
+            let cur = self.m.read_sized(addr, size as usize).ok()?;
+            if cur != old {
+                return Some(Err(cur));
+            }
+            self.m.write_sized(addr, size as usize, new).ok()?;
+            Some(Ok(()))
+        }
+    }
+
+    fn run(losses: u32, atomic: bool) -> (Cpu, Racy) {
+        let mut m = FlatMemory::new(0, 0x2000);
+        // lock xadd %ax,(0x1000) (real mode, CS:IP = 0:0)
+        m.write(0, &[0xf0, 0x0f, 0xc1, 0x06, 0x00, 0x10]).unwrap();
+        m.write_u16(0x1000, 5).unwrap();
+        let mut mem = Racy {
+            m,
+            losses,
+            interfere: 7,
+            atomic,
+            attempts: 0,
+        };
+        let mut cpu = Cpu::startup(0);
+        cpu.gpr[RAX] = 1;
+        crate::exec::step(&mut cpu, &mut mem).unwrap();
+        (cpu, mem)
+    }
+
+    #[test]
+    fn a_lost_swap_runs_the_instruction_again() {
+        let (cpu, mut mem) = run(0, true);
+        assert_eq!((cpu.gpr[RAX], mem.m.read_u16(0x1000).unwrap()), (5, 6));
+        assert_eq!(mem.attempts, 1);
+        // Another CPU stored 7 between the read and the swap: the result builds on it.
+        let (cpu, mut mem) = run(1, true);
+        assert_eq!((cpu.gpr[RAX], mem.m.read_u16(0x1000).unwrap()), (7, 8));
+        assert_eq!(mem.attempts, 2);
+        assert_eq!(cpu.rip, 6);
+    }
+
+    #[test]
+    fn operands_without_atomics_are_serialised() {
+        let (cpu, mut mem) = run(0, false);
+        assert_eq!((cpu.gpr[RAX], mem.m.read_u16(0x1000).unwrap()), (5, 6));
+        assert_eq!(cpu.rip, 6);
+    }
+}
