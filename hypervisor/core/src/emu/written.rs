@@ -52,6 +52,9 @@ struct Queue {
 /// vCPU checks the bit (one relaxed load) and, when set, clears it and queues the page
 /// for every other vCPU ([`WrittenPages::cpu_stored`]), which drops it at its next slice
 /// start or interrupt. A vCPU that fetches from the page again sets the bit again.
+/// Not covered: a store racing with the very first fetch from a page on another vCPU
+/// (the store's bit check carries no fence); Linux patches text with int3 and sync IPIs,
+/// long after the page was first fetched.
 pub struct WrittenPages {
     queues: Vec<Queue>,
     /// One bit per page below [`CODE_BITMAP_PAGES`]; empty with one vCPU (its own
