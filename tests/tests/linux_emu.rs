@@ -1,7 +1,8 @@
 //! Debian's Linux kernel on the software CPU (issue [3]): the stock
 //! `linux-image-*-amd64` bzImage and the busybox initramfs from `make setup`, booted
 //! through `chassis create` with `cpu_backend = "emu"`, `deterministic = 1` and one vCPU,
-//! twice side by side: both identical to the instruction and the byte.
+//! twice side by side: both identical to the instruction and the byte; and with two
+//! vCPUs on host time (Linux must bring up CPU 1 through INIT/SIPI).
 //! The host unpacks the kernel (xz + x86 BCJ), the firmware enters it, and the init must
 //! print its marker and the PCI functions Linux enumerated (exactly the profile's), then
 //! `poweroff -f` must end the domain through ACPI S5 with exit status 0.
@@ -131,5 +132,21 @@ fn debian_kernel_boots_to_init_and_powers_off_on_emu_identically_twice() {
     assert!(
         a.1 == b.1,
         "deterministic boots printed different COM1 logs"
+    );
+}
+
+/// The same boot with two vCPUs (host time: deterministic mode takes one vCPU only).
+/// Linux must start CPU 1 through INIT/SIPI and run SMP to init and power-off.
+#[test]
+fn debian_kernel_boots_smp_with_two_vcpus_on_emu() {
+    if skip_without_emu("debian_kernel_boots_smp_with_two_vcpus_on_emu") {
+        return;
+    }
+    let (run, log, _, _tmp) = boot("linux-emu-smp", 2, "");
+    check_boot(&run, &log);
+    assert!(
+        log.contains("smp: Brought up 1 node, 2 CPUs"),
+        "CPU 1 did not come up\n--- COM1 (tail) ---\n{}",
+        tail(&log, 60)
     );
 }

@@ -4,9 +4,10 @@
 //! map guest RAM, write the PVH start info, create the VM and its vCPUs, build the
 //! machine. Then one thread per vCPU loops `run()` → dispatch, a timer thread fires
 //! device timers, and (for an interactive console) a reader thread feeds stdin to COM1.
-//! On `emu` ([`crate::emu`]) only vCPU 0 gets a thread (the APs wait for a SIPI that
-//! nothing delivers yet), and in deterministic mode there is no timer thread: vCPU 0
-//! fires the device timers at exact instruction counts.
+//! On `emu` ([`crate::emu`]) every vCPU gets a thread too; the APs wait for INIT/SIPI
+//! from the BSP. In deterministic mode (one vCPU only: the interleaving of several
+//! vCPU threads is not deterministic) there is no timer thread: vCPU 0 fires the device
+//! timers at exact instruction counts.
 //! The first power-off, reset or crash stops everything: the stop flag is set, the timer
 //! thread woken, every vCPU kicked out of the guest, and all threads joined before
 //! [`run`] returns.
@@ -57,6 +58,13 @@ pub fn run(cfg: &DomainConfig) -> Result<(DomainExit, RunStats), Error> {
         return Err(Error::Config(
             "deterministic time needs the emu backend (cpu_backend = \"emu\")".into(),
         ));
+    }
+    if cfg.deterministic && cfg.vcpus > 1 {
+        return Err(Error::Config(format!(
+            "deterministic = 1 needs vcpus = 1 (got vcpus = {}): several vCPU threads do \
+             not interleave the same way twice; drop deterministic for an SMP guest",
+            cfg.vcpus
+        )));
     }
     let layout = Layout::from_mib(cfg.memory_mib).map_err(|e| Error::Config(e.to_string()))?;
     if cfg.vcpus == 0 || cfg.vcpus > 255 {
@@ -243,8 +251,16 @@ fn run_emu(
     io: Io,
 ) -> Result<(DomainExit, RunStats), Error> {
     let vm = EmuVm::new(cfg.vcpus);
-    // Only the BSP runs; the APs wait for INIT/SIPI (not delivered yet).
-    let mut bsp = crate::emu::boot::pvh_vcpu(entry, START_INFO_ADDR);
+    // The BSP starts at the PVH entry; the APs wait for INIT/SIPI from it.
+    let mut vcpus: Vec<hypervisor_emu::EmuVcpu> = (0..vm.vcpus())
+        .map(|i| {
+            if i == 0 {
+                crate::emu::boot::pvh_vcpu(entry, START_INFO_ADDR)
+            } else {
+                hypervisor_emu::EmuVcpu::new(hypervisor_emu::Cpu::reset())
+            }
+        })
+        .collect();
     let clock = if cfg.deterministic {
         GuestClock::deterministic()
     } else {
@@ -280,18 +296,30 @@ fn run_emu(
                 .store(true, std::sync::atomic::Ordering::SeqCst);
             s.spawn(move || guarded(st, "console", || stdin_thread(st, m)));
         }
-        let bsp = &mut bsp;
-        let h = std::thread::Builder::new()
-            .name("vcpu0".into())
-            .spawn_scoped(s, move || {
-                guarded(st, "vcpu", || crate::emu::vcpu::run_vcpu(st, m, vm, 0, bsp))
+        let mut handles = Vec::new();
+        for (id, v) in vcpus.iter_mut().enumerate() {
+            let h = std::thread::Builder::new()
+                .name(format!("vcpu{id}"))
+                .spawn_scoped(s, move || {
+                    guarded(st, "vcpu", || {
+                        crate::emu::vcpu::run_vcpu(st, m, vm, id as u32, v)
+                    })
                     .unwrap_or_default()
-            });
-        match h {
-            Ok(h) => result = h.join().unwrap_or_default(),
-            Err(e) => state.finish(Err(Error::Config(format!(
-                "cannot start a vCPU thread: {e}"
-            )))),
+                });
+            match h {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    state.finish(Err(Error::Config(format!(
+                        "cannot start a vCPU thread: {e}"
+                    ))));
+                    break;
+                }
+            }
+        }
+        for h in handles {
+            let r = h.join().unwrap_or_default();
+            result.counts += r.counts;
+            result.instructions += r.instructions;
         }
         if !state.stopping() {
             state.finish(Ok(DomainExit::Crashed("all vCPUs stopped".into())));
@@ -300,7 +328,7 @@ fn run_emu(
     let stats = RunStats {
         exits: result.counts,
         elapsed: started.elapsed(),
-        instructions: bsp.retired(),
+        instructions: vcpus.iter().map(|v| v.retired()).sum(),
     };
     let outcome = state
         .take_outcome()

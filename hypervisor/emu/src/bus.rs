@@ -45,6 +45,23 @@ pub trait Bus {
     /// Guest-physical pages (4 KiB aligned) written behind the CPU's back (DMA, other
     /// vCPUs) since the last call; the CPU drops decoded code for them.
     fn take_written_code_pages(&mut self, f: &mut dyn FnMut(u64));
+    /// Atomic compare-and-exchange of `size` (1, 2, 4, 8) bytes of RAM at `gpa` (LOCKed
+    /// instructions against other vCPUs): `Some(Ok)` = stored, `Some(Err(v))` = the RAM
+    /// held `v` (nothing stored), `None` = not RAM or not naturally aligned (the CPU then
+    /// serialises the instruction under a process-wide lock).
+    fn ram_cmpxchg(
+        &mut self,
+        _gpa: u64,
+        _size: u8,
+        _old: u64,
+        _new: u64,
+    ) -> Option<Result<(), u64>> {
+        None
+    }
+    /// The CPU is about to fetch (and may cache decoded) code from the RAM page holding
+    /// `gpa`: stores by other vCPUs to it must then reach this one through
+    /// [`Bus::take_written_code_pages`].
+    fn code_page_cached(&mut self, _gpa: u64) {}
     /// Asked after every port or MMIO access: whether the run slice must end now (the
     /// access powered the machine off, a stop was requested, ...).
     fn stop_requested(&mut self) -> bool;

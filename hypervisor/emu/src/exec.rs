@@ -186,7 +186,11 @@ pub fn step(cpu: &mut Cpu, mem: &mut dyn Memory) -> Result<(), Exception> {
 pub fn execute(cpu: &mut Cpu, mem: &mut dyn Memory, i: &Instruction) -> Result<(), Exception> {
     let rip = cpu.rip;
     cpu.rip = i.next_ip() & cpu.ip_mask();
-    let r = dispatch(cpu, mem, i);
+    let r = if crate::atomic::is_locked(i) {
+        crate::atomic::execute(cpu, mem, i, dispatch)
+    } else {
+        dispatch(cpu, mem, i)
+    };
     if r.is_err() {
         cpu.rip = rip;
     }

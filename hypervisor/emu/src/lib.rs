@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 mod alu;
+mod atomic;
 mod bits;
 pub mod bus;
 pub mod cpu;

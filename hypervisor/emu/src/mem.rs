@@ -53,6 +53,13 @@ pub trait Memory {
     fn hypercall(&mut self, _gpr: &mut [u64; 16], _long_mode: bool) -> bool {
         false
     }
+    /// Atomic compare-and-exchange of `size` (1, 2, 4, 8) bytes at physical `addr`
+    /// (LOCKed instructions, `atomic`): `Some(Ok)` = `new` stored, `Some(Err(v))` = the
+    /// memory held `v`, nothing stored; `None` = cannot be done atomically here (not
+    /// RAM, misaligned): the caller serialises instead.
+    fn cmpxchg(&mut self, _addr: u64, _size: u8, _old: u64, _new: u64) -> Option<Result<(), u64>> {
+        None
+    }
 
     fn read_u8(&mut self, addr: u64) -> Result<u8, Fault> {
         let mut b = [0u8; 1];

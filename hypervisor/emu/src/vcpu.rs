@@ -119,6 +119,7 @@ impl Memory for BusMem<'_> {
     }
 
     fn fetch(&mut self, addr: u64, buf: &mut [u8]) -> Result<(usize, bool), Fault> {
+        self.bus.code_page_cached(addr);
         if self.bus.ram_read(addr, buf) {
             return Ok((buf.len(), true));
         }
@@ -176,6 +177,11 @@ impl Memory for BusMem<'_> {
         self.bus.hypercall(self.t, gpr, long_mode);
         self.stop |= self.bus.stop_requested();
         true
+    }
+
+    fn cmpxchg(&mut self, addr: u64, size: u8, old: u64, new: u64) -> Option<Result<(), u64>> {
+        self.cache.written(addr, size as usize);
+        self.bus.ram_cmpxchg(addr, size, old, new)
     }
 }
 
@@ -303,6 +309,9 @@ impl EmuVcpu {
                 && let Some(v) = m.bus.acknowledge_interrupt(retired)
             {
                 cpu.halted = false;
+                // Code other vCPUs patched (int3 + sync IPIs) is dropped by now at the latest.
+                let c = &mut *m.cache;
+                m.bus.take_written_code_pages(&mut |p| c.invalidate(p));
                 if let Err(why) = raise(cpu, &mut m, v, None, false, Class::Benign) {
                     break RunExit::Shutdown(why);
                 }

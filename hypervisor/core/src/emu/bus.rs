@@ -105,8 +105,13 @@ impl<'r, 'a> EmuBus<'r, 'a> {
 
 impl hypervisor_emu::Bus for EmuBus<'_, '_> {
     fn ram_read(&mut self, gpa: u64, buf: &mut [u8]) -> bool {
-        // The common operand sizes as fixed-size copies (no memcpy call per access).
+        // Aligned operand sizes: one host access (not torn by another vCPU's store);
+        // the rest as fixed-size copies (no memcpy call per access).
         fn fixed<const N: usize>(m: &crate::memory::GuestMemory, gpa: u64, buf: &mut [u8]) -> bool {
+            if let Some(v) = m.load(gpa, N as u8) {
+                buf.copy_from_slice(&v.to_le_bytes()[..N]);
+                return true;
+            }
             let mut b = [0u8; N];
             let ok = m.read(gpa, &mut b).is_ok();
             buf.copy_from_slice(&b);
@@ -123,17 +128,36 @@ impl hypervisor_emu::Bus for EmuBus<'_, '_> {
 
     fn ram_write(&mut self, gpa: u64, buf: &[u8]) -> bool {
         fn fixed<const N: usize>(m: &crate::memory::GuestMemory, gpa: u64, buf: &[u8]) -> bool {
-            let mut b = [0u8; N];
-            b.copy_from_slice(buf);
-            m.write(gpa, &b).is_ok()
+            let mut b = [0u8; 8];
+            b[..N].copy_from_slice(buf);
+            if m.store(gpa, N as u8, u64::from_le_bytes(b)) {
+                return true;
+            }
+            m.write(gpa, &b[..N]).is_ok()
         }
-        match buf.len() {
+        let ok = match buf.len() {
             1 => fixed::<1>(self.st.mem, gpa, buf),
             2 => fixed::<2>(self.st.mem, gpa, buf),
             4 => fixed::<4>(self.st.mem, gpa, buf),
             8 => fixed::<8>(self.st.mem, gpa, buf),
             _ => self.st.mem.write(gpa, buf).is_ok(),
+        };
+        if ok {
+            self.written.cpu_stored(self.id, gpa, buf.len());
         }
+        ok
+    }
+
+    fn ram_cmpxchg(&mut self, gpa: u64, size: u8, old: u64, new: u64) -> Option<Result<(), u64>> {
+        let r = self.st.mem.cmpxchg(gpa, size, old, new);
+        if matches!(r, Some(Ok(()))) {
+            self.written.cpu_stored(self.id, gpa, size as usize);
+        }
+        r
+    }
+
+    fn code_page_cached(&mut self, gpa: u64) {
+        self.written.code_fetched(gpa);
     }
 
     fn mmio_read(&mut self, t: u64, gpa: u64, buf: &mut [u8]) {

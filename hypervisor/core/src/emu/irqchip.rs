@@ -13,8 +13,11 @@
 //! * The PIC's INTR reaches the BSP when its LAPIC accepts it (LVT LINT0 unmasked ExtINT,
 //!   or the APIC hardware-disabled: virtual wire mode), and any vCPU that got an ExtINT
 //!   message from the IOAPIC. At acknowledge time the PIC wins over the LAPIC (as on KVM).
-//! * NMI, SMI, INIT and SIPI messages are recorded per vCPU; the run loop does not act on
-//!   them yet (APs stay in wait-for-SIPI until SMP support).
+//! * INIT and STARTUP messages start application processors: INIT resets an AP's LAPIC
+//!   and puts it into wait-for-SIPI (the BSP ignores INIT, as with INIT-deassert); the
+//!   first STARTUP received while waiting is kept, and the vCPU's run loop acts on both
+//!   ([`IrqChip::take_start_event`]). APs power on waiting for a SIPI. NMI and SMI
+//!   messages are only counted (the CPU has no NMI input).
 //!
 //! Everything sits behind one mutex: a delivery touches the IOAPIC and several LAPICs at
 //! once, and the accesses are rare next to the instructions between them. Each vCPU has a
@@ -67,10 +70,21 @@ pub struct CpuIrq {
     extint: bool,
     /// NMIs received (not deliverable yet: the CPU contract has no NMI input).
     pub nmis: u64,
-    /// An INIT arrived (an AP would enter wait-for-SIPI).
+    /// An INIT arrived that the vCPU's run loop has not acted on yet.
     pub init: bool,
-    /// The last start-up vector received after INIT.
+    /// The AP is in wait-for-SIPI (power-on state of APs; after INIT).
+    pub wait_sipi: bool,
+    /// The start-up vector received while waiting, not acted on yet.
     pub sipi: Option<u8>,
+}
+
+/// What the run loop of an AP must do ([`IrqChip::take_start_event`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartEvent {
+    /// INIT: reset the CPU and wait for a SIPI.
+    Init,
+    /// STARTUP with this vector: start in real mode at `vector * 0x1000`.
+    Startup(u8),
 }
 
 /// The controllers, under [`IrqChip`]'s lock.
@@ -80,9 +94,24 @@ pub struct Chips {
     pub pit: Pit8254,
     pub ioapic: Ioapic,
     pub cpus: Vec<CpuIrq>,
+    /// The latest guest time any vCPU passed in (host-time vCPU threads read the clock
+    /// at slightly different moments; the timer models only ever see it go forward).
+    last_now: u64,
 }
 
 impl Chips {
+    fn mono(&mut self, now_ns: u64) -> u64 {
+        self.last_now = self.last_now.max(now_ns);
+        self.last_now
+    }
+
+    /// Whether vCPU `i` has an INIT or STARTUP to act on.
+    fn start_event(&self, i: usize) -> bool {
+        self.cpus
+            .get(i)
+            .is_some_and(|c| c.init || (c.wait_sipi && c.sipi.is_some()))
+    }
+
     /// Whether the PIC's INTR reaches vCPU `i`.
     fn pic_intr(&self, i: usize) -> bool {
         let Some(c) = self.cpus.get(i) else {
@@ -134,12 +163,14 @@ impl Chips {
                 Accepted::Init => {
                     if !c.lapic.is_bsp() {
                         c.lapic.init_reset();
+                        c.extint = false;
                         c.init = true;
+                        c.wait_sipi = true;
                         c.sipi = None;
                     }
                 }
                 Accepted::StartUp(v) => {
-                    if c.init && c.sipi.is_none() {
+                    if c.wait_sipi && c.sipi.is_none() {
                         c.sipi = Some(v);
                     }
                 }
@@ -217,9 +248,11 @@ impl IrqChip {
                         extint: false,
                         nmis: 0,
                         init: false,
+                        wait_sipi: i != 0,
                         sipi: None,
                     })
                     .collect(),
+                last_now: 0,
             }),
             wake: Condvar::new(),
             pending: (0..n).map(|_| AtomicBool::new(false)).collect(),
@@ -243,7 +276,7 @@ impl IrqChip {
         let mut any = false;
         for (i, p) in self.pending.iter().enumerate() {
             let now = g.pending(i);
-            any |= now;
+            any |= now || g.start_event(i);
             p.store(now, Ordering::SeqCst);
         }
         if any {
@@ -273,9 +306,45 @@ impl IrqChip {
         })
     }
 
+    /// AP `i`'s pending INIT (first) or STARTUP, consumed; `None` if there is none.
+    pub fn take_start_event(&self, i: usize) -> Option<StartEvent> {
+        self.with(|c| {
+            let cpu = c.cpus.get_mut(i)?;
+            if cpu.init {
+                cpu.init = false;
+                return Some(StartEvent::Init);
+            }
+            if cpu.wait_sipi
+                && let Some(v) = cpu.sipi.take()
+            {
+                cpu.wait_sipi = false;
+                return Some(StartEvent::Startup(v));
+            }
+            None
+        })
+    }
+
+    /// Whether vCPU `i` is in wait-for-SIPI.
+    pub fn waiting_for_sipi(&self, i: usize) -> bool {
+        lock(&self.chips).cpus.get(i).is_some_and(|c| c.wait_sipi)
+    }
+
+    /// Sleep until vCPU `i` has an INIT/STARTUP to act on, `stop()` says so, a kick, or
+    /// `timeout` (capped at 100 ms). For CPUs only those can wake (wait-for-SIPI, HLT
+    /// with interrupts disabled). The caller loops.
+    pub fn wait_start_event(&self, i: usize, stop: &dyn Fn() -> bool, timeout: Option<Duration>) {
+        let g = lock(&self.chips);
+        if stop() || g.start_event(i) {
+            return;
+        }
+        let t = timeout.map_or(MAX_HALT_WAIT, |t| t.min(MAX_HALT_WAIT));
+        let _ = self.wake.wait_timeout(g, t);
+    }
+
     /// Collect timer events due at `now_ns`: PIT IRQ 0 edges, LAPIC timer expiries.
     pub fn poll_timers(&self, now_ns: u64) {
         self.with(|c| {
+            let now_ns = c.mono(now_ns);
             if c.pit.irq0_edges(now_ns) > 0 {
                 // Missed periods are coalesced into one edge, as a late tick would be.
                 c.pulse_irq0();
@@ -304,7 +373,7 @@ impl IrqChip {
     /// says so, a kick, or `timeout` (capped at 100 ms). The caller loops.
     pub fn wait_halted(&self, i: usize, stop: &dyn Fn() -> bool, timeout: Option<Duration>) {
         let g = lock(&self.chips);
-        if stop() || g.pending(i) {
+        if stop() || g.pending(i) || g.start_event(i) {
             return;
         }
         let t = timeout.map_or(MAX_HALT_WAIT, |t| t.min(MAX_HALT_WAIT));
@@ -326,6 +395,7 @@ impl IrqChip {
     /// are split into byte accesses of consecutive ports, as the ISA bus does).
     pub fn pio_read(&self, port: u16, size: u8, now_ns: u64) -> u32 {
         self.with(|c| {
+            let now_ns = c.mono(now_ns);
             let mut v = 0u32;
             for k in 0..size.min(4) {
                 let p = port.wrapping_add(k as u16);
@@ -342,6 +412,7 @@ impl IrqChip {
     /// A port write (see [`IrqChip::pio_read`]).
     pub fn pio_write(&self, port: u16, size: u8, value: u32, now_ns: u64) {
         self.with(|c| {
+            let now_ns = c.mono(now_ns);
             for k in 0..size.min(4) {
                 let p = port.wrapping_add(k as u16);
                 let b = (value >> (8 * k)) as u8;
@@ -373,6 +444,7 @@ impl IrqChip {
             return;
         };
         let v = self.with(|c| {
+            let now_ns = c.mono(now_ns);
             if gpa.wrapping_sub(IOAPIC_BASE) < IOAPIC_SIZE {
                 c.ioapic.mmio_read(gpa - IOAPIC_BASE, w)
             } else {
@@ -395,6 +467,7 @@ impl IrqChip {
         b[..n].copy_from_slice(&buf[..n]);
         let v = u64::from_le_bytes(b);
         self.with(|c| {
+            let now_ns = c.mono(now_ns);
             if gpa.wrapping_sub(IOAPIC_BASE) < IOAPIC_SIZE {
                 if let Some(d) = c.ioapic.mmio_write(gpa - IOAPIC_BASE, w, v) {
                     c.deliver_ioapic(d);

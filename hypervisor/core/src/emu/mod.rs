@@ -17,6 +17,7 @@ pub mod vcpu;
 pub mod written;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::backend::Kick;
 use cpuid::CpuidProfile;
@@ -30,6 +31,9 @@ pub struct EmuVm {
     pub cpuid: CpuidProfile,
     pub written: WrittenPages,
     vcpus: u32,
+    /// Per vCPU: it cannot wake itself (wait-for-SIPI, HLT with interrupts disabled, or
+    /// HLT with no timer armed and no console input); only another vCPU can wake it.
+    idle: Vec<AtomicBool>,
 }
 
 impl EmuVm {
@@ -40,7 +44,17 @@ impl EmuVm {
             cpuid: CpuidProfile::new(vcpus),
             written: WrittenPages::new(vcpus),
             vcpus,
+            idle: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
         }
+    }
+
+    /// Record whether vCPU `i` can only be woken by another vCPU; returns whether that
+    /// now holds for every vCPU (then nothing can wake any of them).
+    pub fn set_idle(&self, i: usize, idle: bool) -> bool {
+        if let Some(f) = self.idle.get(i) {
+            f.store(idle, Ordering::SeqCst);
+        }
+        idle && self.idle.iter().all(|f| f.load(Ordering::SeqCst))
     }
 
     pub fn vcpus(&self) -> u32 {

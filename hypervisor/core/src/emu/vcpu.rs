@@ -27,12 +27,13 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use chassis_devices::machine::Machine;
-use hypervisor_emu::{EmuVcpu, RunExit};
+use hypervisor_emu::{Cpu, EmuVcpu, RunExit};
 
 use crate::DomainExit;
 use crate::dispatch::ExitCounts;
 use crate::emu::EmuVm;
 use crate::emu::bus::EmuBus;
+use crate::emu::irqchip::StartEvent;
 use crate::platform::{PlatformState, lock};
 
 /// Longest slice with host time.
@@ -100,7 +101,29 @@ pub fn run_vcpu(
     let mut stuck_since: Option<std::time::Instant> = None;
     // Host time: the CPU's speed in instructions per guest ns (a running average).
     let mut rate = 0.01f64;
+    let smp = vm.vcpus() > 1;
+    // Whether every vCPU can only be woken by another one, for long enough (host time:
+    // a host timer may be firing that very moment) to call the domain stuck.
+    let all_stuck = |since: &mut Option<std::time::Instant>| {
+        let t = *since.get_or_insert_with(std::time::Instant::now);
+        det || t.elapsed() >= IDLE_GRACE
+    };
     while !st.stopping() {
+        // INIT and STARTUP IPIs (APs only; the BSP ignores INIT).
+        while let Some(ev) = vm.irq.take_start_event(idx) {
+            vcpu.reset(match ev {
+                StartEvent::Init => Cpu::reset(),
+                StartEvent::Startup(v) => Cpu::startup(v),
+            });
+            vm.set_idle(idx, false);
+            stuck_since = None;
+        }
+        if vm.irq.waiting_for_sipi(idx) {
+            // Only another vCPU's IPI can start it; the domain stops without it.
+            vm.set_idle(idx, true);
+            vm.irq.wait_start_event(idx, &|| st.stopping(), None);
+            continue;
+        }
         let retired = vcpu.retired();
         let now = bus.now(retired);
         if det {
@@ -138,7 +161,12 @@ pub fn run_vcpu(
             break;
         }
         match exit {
-            RunExit::Budget | RunExit::Stopped => {}
+            RunExit::Budget | RunExit::Stopped => {
+                if smp {
+                    vm.set_idle(idx, false);
+                    stuck_since = None;
+                }
+            }
             RunExit::Shutdown(why) => {
                 st.finish(Ok(DomainExit::Crashed(format!(
                     "vCPU {id}: CPU shutdown: {why}"
@@ -148,6 +176,17 @@ pub fn run_vcpu(
             RunExit::Halted {
                 interrupts_enabled: false,
             } => {
+                // With other vCPUs, an INIT from one of them can still wake it.
+                if smp {
+                    let all = vm.set_idle(idx, true);
+                    if !all {
+                        stuck_since = None;
+                    }
+                    if !(all && all_stuck(&mut stuck_since)) {
+                        vm.irq.wait_start_event(idx, &|| st.stopping(), None);
+                        continue;
+                    }
+                }
                 st.finish(Ok(DomainExit::Crashed(format!(
                     "vCPU {id} halted with interrupts disabled (HLT with IF=0) and nothing can \
                      wake it: the guest stopped itself (a `cli; hlt`, e.g. after a panic): {}",
@@ -159,6 +198,7 @@ pub fn run_vcpu(
                 interrupts_enabled: true,
             } => {
                 if vm.irq.interrupt_pending(idx) {
+                    vm.set_idle(idx, false);
                     stuck_since = None;
                     continue;
                 }
@@ -168,8 +208,10 @@ pub fn run_vcpu(
                 let device_timer = lock(&st.timers).earliest().is_some();
                 let input = st.console_input.load(std::sync::atomic::Ordering::SeqCst);
                 if next.is_none() && !device_timer && !input {
-                    let since = *stuck_since.get_or_insert_with(std::time::Instant::now);
-                    if det || since.elapsed() >= IDLE_GRACE {
+                    // Another vCPU may still send it an IPI.
+                    if !vm.set_idle(idx, true) {
+                        stuck_since = None;
+                    } else if all_stuck(&mut stuck_since) {
                         st.finish(Ok(DomainExit::Crashed(format!(
                             "vCPU {id} halted waiting for an interrupt, but no timer is armed \
                              and there is no console input: nothing can wake it: {}",
@@ -178,6 +220,7 @@ pub fn run_vcpu(
                         break;
                     }
                 } else {
+                    vm.set_idle(idx, false);
                     stuck_since = None;
                 }
                 if det {

@@ -9,9 +9,13 @@
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::platform::lock;
+
+/// Pages (from 0) the shared code-page bitmap covers: 64 GiB; a store above that is
+/// always reported to the other vCPUs.
+pub const CODE_BITMAP_PAGES: u64 = 1 << 24;
 
 /// Distinct pages kept per vCPU before collapsing into a range.
 pub const MAX_QUEUED: usize = 4096;
@@ -40,28 +44,99 @@ struct Queue {
     pending: Mutex<Pending>,
 }
 
-/// The per-vCPU queues of one VM.
+/// The per-vCPU queues of one VM, and (with more than one vCPU) the pages some vCPU may
+/// hold decoded code for.
+///
+/// Cross-vCPU code invalidation: a vCPU marks a page in the shared bitmap before it
+/// fetches code from it ([`WrittenPages::code_fetched`]); every guest RAM store of a
+/// vCPU checks the bit (one relaxed load) and, when set, clears it and queues the page
+/// for every other vCPU ([`WrittenPages::cpu_stored`]), which drops it at its next slice
+/// start or interrupt. A vCPU that fetches from the page again sets the bit again.
+/// Not covered: a store racing with the very first fetch from a page on another vCPU
+/// (the store's bit check carries no fence); Linux patches text with int3 and sync IPIs,
+/// long after the page was first fetched.
 pub struct WrittenPages {
     queues: Vec<Queue>,
+    /// One bit per page below [`CODE_BITMAP_PAGES`]; empty with one vCPU (its own
+    /// stores reach its own decode cache directly).
+    code: Vec<AtomicU64>,
 }
 
 impl WrittenPages {
     pub fn new(vcpus: u32) -> WrittenPages {
+        let n = vcpus.max(1);
         WrittenPages {
-            queues: (0..vcpus.max(1)).map(|_| Queue::default()).collect(),
+            queues: (0..n).map(|_| Queue::default()).collect(),
+            code: if n > 1 {
+                (0..CODE_BITMAP_PAGES / 64)
+                    .map(|_| AtomicU64::new(0))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// vCPU is about to fetch (and maybe cache) code in the page of `gpa`.
+    #[inline]
+    pub fn code_fetched(&self, gpa: u64) {
+        let pn = gpa >> 12;
+        if let Some(w) = self.code.get((pn / 64) as usize) {
+            let bit = 1u64 << (pn % 64);
+            if w.load(Ordering::Relaxed) & bit == 0 {
+                w.fetch_or(bit, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// vCPU `id` stored `len` bytes at `gpa` in RAM: queue the pages some vCPU may hold
+    /// code for to the others.
+    #[inline]
+    pub fn cpu_stored(&self, id: usize, gpa: u64, len: usize) {
+        if self.code.is_empty() || len == 0 {
+            return;
+        }
+        let first = gpa >> 12;
+        let last = gpa.wrapping_add(len as u64 - 1) >> 12;
+        self.stored_page(id, first);
+        if last != first {
+            self.stored_page(id, last);
+        }
+    }
+
+    #[inline]
+    fn stored_page(&self, id: usize, pn: u64) {
+        let hit = match self.code.get((pn / 64) as usize) {
+            Some(w) => {
+                let bit = 1u64 << (pn % 64);
+                w.load(Ordering::Relaxed) & bit != 0
+                    && w.fetch_and(!bit, Ordering::SeqCst) & bit != 0
+            }
+            None => true,
+        };
+        if hit {
+            self.record_for(|i| i != id, pn << 12, 1);
         }
     }
 
     /// `len` bytes at `gpa` were written by someone other than the CPUs: queue every
     /// 4 KiB page they touch for every vCPU.
     pub fn record(&self, gpa: u64, len: u64) {
+        self.record_for(|_| true, gpa, len);
+    }
+
+    /// [`WrittenPages::record`] for the vCPUs `which` selects.
+    fn record_for(&self, which: impl Fn(usize) -> bool, gpa: u64, len: u64) {
         if len == 0 {
             return;
         }
         let first = gpa & !(PAGE - 1);
         let last = gpa.saturating_add(len - 1) & !(PAGE - 1);
         let count = (last - first) / PAGE + 1;
-        for q in &self.queues {
+        for (i, q) in self.queues.iter().enumerate() {
+            if !which(i) {
+                continue;
+            }
             let mut p = lock(&q.pending);
             if count as usize > MAX_QUEUED || p.pages.len() + count as usize > MAX_QUEUED {
                 p.widen(first, last);
