@@ -3,6 +3,7 @@
 //! cheaply whether it must drop a page (self-modifying code, SeaBIOS relocating itself,
 //! Linux patching its text).
 
+use crate::fast::Fast;
 use iced_x86::{CodeSize, Instruction};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -43,7 +44,7 @@ const MAX_PAGES: usize = 8192;
 /// mode or a second mapping of the page re-decodes and replaces it).
 struct PageCode {
     index: Box<[u16; 4096]>,
-    instrs: Vec<Instruction>,
+    instrs: Vec<(Instruction, Fast)>,
 }
 
 pub(crate) struct DecodeCache {
@@ -93,18 +94,18 @@ impl DecodeCache {
 
     /// The cached instruction at `phys` decoded in `bitness` at offset `rip`.
     #[inline]
-    pub fn lookup(&mut self, phys: u64, bitness: u32, rip: u64) -> Option<Instruction> {
+    pub fn lookup(&mut self, phys: u64, bitness: u32, rip: u64) -> Option<(Instruction, Fast)> {
         let s = self.slot(phys >> 12)?;
         let pc = &self.slots[s];
         let k = pc.index[(phys & 0xfff) as usize];
         if k == 0 {
             return None;
         }
-        let i = pc.instrs[k as usize - 1];
-        (i.ip() == rip && i.code_size() == code_size(bitness)).then_some(i)
+        let e = pc.instrs[k as usize - 1];
+        (e.0.ip() == rip && e.0.code_size() == code_size(bitness)).then_some(e)
     }
 
-    pub fn insert(&mut self, phys: u64, i: Instruction) {
+    pub fn insert(&mut self, phys: u64, i: (Instruction, Fast)) {
         let pn = phys >> 12;
         let s = match self.slot(pn) {
             Some(s) => s,

@@ -315,8 +315,8 @@ impl EmuVcpu {
             cpu.shadow = false;
             let single_step = cpu.rflags & crate::cpu::TF != 0;
             let r = match fetch(cpu, &mut m) {
-                Ok(i) => {
-                    let r = exec::execute(cpu, &mut m, &i);
+                Ok((i, f)) => {
+                    let r = crate::fast::exec(cpu, &mut m, &f, &i);
                     match r {
                         Err(Exception::SoftInt(_)) => {
                             // A trap: the return address is the next instruction.
@@ -364,19 +364,23 @@ impl EmuVcpu {
 
 /// The instruction at CS:RIP, from the decode cache when possible.
 #[inline]
-fn fetch(cpu: &mut Cpu, m: &mut BusMem<'_>) -> Result<iced_x86::Instruction, Exception> {
+fn fetch(
+    cpu: &mut Cpu,
+    m: &mut BusMem<'_>,
+) -> Result<(iced_x86::Instruction, crate::fast::Fast), Exception> {
     let bitness = cpu.bitness();
     let lin = ops::code_linear(cpu, cpu.rip)?;
     let user = cpu.cpl() == 3;
     let phys = mmu::translate(cpu, m, lin, Access::Exec, user)?;
-    if let Some(i) = m.cache.lookup(phys, bitness, cpu.rip) {
-        return Ok(i);
+    if let Some(e) = m.cache.lookup(phys, bitness, cpu.rip) {
+        return Ok(e);
     }
     let f = exec::fetch_decode(cpu, m)?;
+    let e = (f.instr, crate::fast::classify(cpu, &f.instr));
     if f.cacheable {
-        m.cache.insert(f.phys, f.instr);
+        m.cache.insert(f.phys, e);
     }
-    Ok(f.instr)
+    Ok(e)
 }
 
 fn summary(c: &Cpu) -> String {
