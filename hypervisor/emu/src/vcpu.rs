@@ -39,6 +39,9 @@ struct BusMem<'a> {
     bus: &'a mut dyn Bus,
     t: u64,
     stop: bool,
+    /// An access that may have changed the interrupt controllers happened (or IF was
+    /// clear): ask for interrupts before the next instruction.
+    poll: bool,
     cache: &'a mut DecodeCache,
 }
 
@@ -87,6 +90,7 @@ impl Memory for BusMem<'_> {
             }
         });
         self.stop |= self.bus.stop_requested();
+        self.poll = true;
         Ok(())
     }
 
@@ -115,6 +119,7 @@ impl Memory for BusMem<'_> {
             }
         });
         self.stop |= self.bus.stop_requested();
+        self.poll = true;
         Ok(())
     }
 
@@ -142,12 +147,14 @@ impl Memory for BusMem<'_> {
     fn pio_in(&mut self, port: u16, size: u8) -> u32 {
         let v = self.bus.pio_in(self.t, port, size);
         self.stop |= self.bus.stop_requested();
+        self.poll = true;
         v
     }
 
     fn pio_out(&mut self, port: u16, size: u8, value: u32) {
         self.bus.pio_out(self.t, port, size, value);
         self.stop |= self.bus.stop_requested();
+        self.poll = true;
     }
 
     fn stop_pending(&self) -> bool {
@@ -165,6 +172,7 @@ impl Memory for BusMem<'_> {
     fn wrmsr(&mut self, msr: u32, value: u64) -> bool {
         let ok = self.bus.wrmsr(self.t, msr, value);
         self.stop |= self.bus.stop_requested();
+        self.poll = true;
         ok
     }
 
@@ -175,9 +183,13 @@ impl Memory for BusMem<'_> {
     fn hypercall(&mut self, gpr: &mut [u64; 16], long_mode: bool) -> bool {
         self.bus.hypercall(self.t, gpr, long_mode);
         self.stop |= self.bus.stop_requested();
+        self.poll = true;
         true
     }
 }
+
+/// Instructions between interrupt polls while nothing else asks for one.
+const POLL_INTERVAL: u64 = 16;
 
 /// Bound on exceptions raised while delivering one event (then: triple fault).
 const MAX_NESTED: usize = 4;
@@ -283,6 +295,7 @@ impl EmuVcpu {
             bus,
             t: self.retired,
             stop: false,
+            poll: true,
             cache: &mut self.cache,
         };
         let cpu = &mut self.cpu;
@@ -297,15 +310,24 @@ impl EmuVcpu {
             }
             spent += 1;
             m.t = retired;
-            if cpu.rflags & IF != 0
-                && !cpu.shadow
-                && m.bus.interrupt_pending(retired)
-                && let Some(v) = m.bus.acknowledge_interrupt(retired)
-            {
-                cpu.halted = false;
-                if let Err(why) = raise(cpu, &mut m, v, None, false, Class::Benign) {
-                    break RunExit::Shutdown(why);
+            // Interrupts are polled on the first instruction with IF = 1 (and no
+            // shadow) after any instruction without, after every port/MMIO/MSR access,
+            // while halted, and otherwise every POLL_INTERVAL instructions: a controller raised from
+            // another thread is seen a few instructions late, which interrupt latency
+            // allows, and the run loop does not call out to the bus per instruction.
+            if cpu.rflags & IF != 0 && !cpu.shadow {
+                if core::mem::take(&mut m.poll) || cpu.halted || spent % POLL_INTERVAL == 0 {
+                    if m.bus.interrupt_pending(retired)
+                        && let Some(v) = m.bus.acknowledge_interrupt(retired)
+                    {
+                        cpu.halted = false;
+                        if let Err(why) = raise(cpu, &mut m, v, None, false, Class::Benign) {
+                            break RunExit::Shutdown(why);
+                        }
+                    }
                 }
+            } else {
+                m.poll = true;
             }
             if cpu.halted {
                 break RunExit::Halted {
