@@ -4,7 +4,7 @@
 //! Linux patching its text).
 
 use crate::fast::Fast;
-use iced_x86::{CodeSize, Instruction};
+use iced_x86::Instruction;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -44,7 +44,10 @@ const MAX_PAGES: usize = 8192;
 /// mode or a second mapping of the page re-decodes and replaces it).
 struct PageCode {
     index: Box<[u16; 4096]>,
-    instrs: Vec<(Instruction, Fast)>,
+    /// The classifications (all the run loop reads for most instructions) apart from
+    /// the full decodings (read only for the general path).
+    fast: Vec<Fast>,
+    instrs: Vec<Instruction>,
 }
 
 pub(crate) struct DecodeCache {
@@ -71,14 +74,6 @@ impl Default for DecodeCache {
     }
 }
 
-fn code_size(bitness: u32) -> CodeSize {
-    match bitness {
-        64 => CodeSize::Code64,
-        32 => CodeSize::Code32,
-        _ => CodeSize::Code16,
-    }
-}
-
 impl DecodeCache {
     #[inline]
     fn slot(&mut self, pn: u64) -> Option<usize> {
@@ -92,17 +87,25 @@ impl DecodeCache {
         Some(s)
     }
 
-    /// The cached instruction at `phys` decoded in `bitness` at offset `rip`.
+    /// The cached instruction at `phys` decoded in `bitness` at offset `rip`: its
+    /// classification and a handle for [`DecodeCache::instr`].
     #[inline]
-    pub fn lookup(&mut self, phys: u64, bitness: u32, rip: u64) -> Option<(Instruction, Fast)> {
+    pub fn lookup(&mut self, phys: u64, bitness: u32, rip: u64) -> Option<(Fast, usize)> {
         let s = self.slot(phys >> 12)?;
         let pc = &self.slots[s];
-        let k = pc.index[(phys & 0xfff) as usize];
-        if k == 0 {
-            return None;
-        }
-        let e = pc.instrs[k as usize - 1];
-        (e.0.ip() == rip && e.0.code_size() == code_size(bitness)).then_some(e)
+        let k = pc.index[(phys & 0xfff) as usize] as usize;
+        let f = *pc.fast.get(k.checked_sub(1)?)?;
+        (f.ip == rip && f.bitness as u32 == bitness).then_some((f, (s << 16) | (k - 1)))
+    }
+
+    /// The full decoding behind a [`DecodeCache::lookup`] handle (no store since).
+    #[inline]
+    pub fn instr(&self, handle: usize) -> Option<Instruction> {
+        self.slots
+            .get(handle >> 16)?
+            .instrs
+            .get(handle & 0xffff)
+            .copied()
     }
 
     pub fn insert(&mut self, phys: u64, i: (Instruction, Fast)) {
@@ -118,6 +121,7 @@ impl DecodeCache {
                     None => {
                         self.slots.push(PageCode {
                             index: Box::new([0; 4096]),
+                            fast: Vec::new(),
                             instrs: Vec::new(),
                         });
                         self.slots.len() - 1
@@ -133,11 +137,15 @@ impl DecodeCache {
         let off = (phys & 0xfff) as usize;
         match pc.index[off] {
             0 if pc.instrs.len() < u16::MAX as usize => {
-                pc.instrs.push(i);
+                pc.instrs.push(i.0);
+                pc.fast.push(i.1);
                 pc.index[off] = pc.instrs.len() as u16;
             }
             0 => {}
-            k => pc.instrs[k as usize - 1] = i,
+            k => {
+                pc.instrs[k as usize - 1] = i.0;
+                pc.fast[k as usize - 1] = i.1;
+            }
         }
     }
 
@@ -169,6 +177,7 @@ impl DecodeCache {
             let pc = &mut self.slots[s];
             pc.index.fill(0);
             pc.instrs.clear();
+            pc.fast.clear();
             self.free.push(s);
         }
         if self.last.is_some_and(|(p, _)| p == pn) {

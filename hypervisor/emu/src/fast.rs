@@ -75,7 +75,10 @@ pub(crate) struct Fast {
     /// Immediate, branch target, or RET's extra stack release.
     imm: u64,
     /// RIP after the instruction (masked to the code size).
-    next: u64,
+    pub next: u64,
+    /// Where and in which code size it was decoded (the decode cache checks both).
+    pub ip: u64,
+    pub bitness: u8,
 }
 
 impl Fast {
@@ -94,6 +97,8 @@ impl Fast {
         disp: 0,
         imm: 0,
         next: 0,
+        ip: 0,
+        bitness: 0,
     };
 }
 
@@ -112,10 +117,22 @@ fn reg(r: Register) -> Option<(u8, usize)> {
 
 /// Classify a decoded instruction (`cpu` in the mode it was decoded for).
 pub(crate) fn classify(cpu: &Cpu, i: &Instruction) -> Fast {
-    classify_inner(cpu, i).unwrap_or(Fast::SLOW)
+    let (ip_mask, bitness) = match i.code_size() {
+        iced_x86::CodeSize::Code64 => (u64::MAX, 64),
+        iced_x86::CodeSize::Code32 => (0xffff_ffff, 32),
+        _ => (0xffff, 16),
+    };
+    let base = Fast {
+        next: i.next_ip() & ip_mask,
+        ip: i.ip(),
+        bitness,
+        cc: i.condition_code(),
+        ..Fast::SLOW
+    };
+    classify_inner(cpu, i, base).unwrap_or(base)
 }
 
-fn classify_inner(cpu: &Cpu, i: &Instruction) -> Option<Fast> {
+fn classify_inner(cpu: &Cpu, i: &Instruction, base: Fast) -> Option<Fast> {
     use Mnemonic as M;
     if i.has_lock_prefix() {
         return None;
@@ -158,17 +175,7 @@ fn classify_inner(cpu: &Cpu, i: &Instruction) -> Option<Fast> {
         }
         _ => return None,
     };
-    let ip_mask = match i.code_size() {
-        iced_x86::CodeSize::Code64 => u64::MAX,
-        iced_x86::CodeSize::Code32 => 0xffff_ffff,
-        _ => 0xffff,
-    };
-    let mut f = Fast {
-        kind,
-        next: i.next_ip() & ip_mask,
-        cc: i.condition_code(),
-        ..Fast::SLOW
-    };
+    let mut f = Fast { kind, ..base };
     if kind == Kind::Nop {
         // No operand is touched (the multi-byte NOP's memory operand included).
         return Some(f);
@@ -396,6 +403,12 @@ pub(crate) fn exec(
     if f.kind == Kind::Slow {
         return exec::execute_slow(cpu, mem, i);
     }
+    exec_fast(cpu, mem, f)
+}
+
+/// [`exec`] of an instruction that is not [`Kind::Slow`].
+#[inline]
+pub(crate) fn exec_fast(cpu: &mut Cpu, mem: &mut dyn Memory, f: &Fast) -> Result<(), Exception> {
     let rip = cpu.rip;
     cpu.rip = f.next;
     let r = run(cpu, mem, f);

@@ -6,6 +6,7 @@ use crate::bus::Bus;
 use crate::cpu::{CS, Cpu, IF};
 use crate::decode_cache::DecodeCache;
 use crate::exec::{self, Exception};
+use crate::fast::{Fast, Kind};
 use crate::interrupt::{self, Class};
 use crate::mem::{Fault, Memory};
 use crate::mmu::{self, Access};
@@ -304,6 +305,7 @@ impl EmuVcpu {
         // handler faults again forever (which real hardware would also loop on) must
         // still give the slice back.
         let mut spent = 0u64;
+        let mut scratch = iced_x86::Instruction::default();
         let exit = loop {
             if spent >= budget {
                 break RunExit::Budget;
@@ -336,13 +338,24 @@ impl EmuVcpu {
             }
             cpu.shadow = false;
             let single_step = cpu.rflags & crate::cpu::TF != 0;
-            let r = match fetch(cpu, &mut m) {
-                Ok((i, f)) => {
-                    let r = crate::fast::exec(cpu, &mut m, &f, &i);
+            let r = match fetch(cpu, &mut m, &mut scratch) {
+                Ok((f, handle)) => {
+                    let r = if f.kind != Kind::Slow {
+                        crate::fast::exec_fast(cpu, &mut m, &f)
+                    } else {
+                        // The full decoding: from the cache, or the one just made.
+                        if handle != FRESH {
+                            match m.cache.instr(handle) {
+                                Some(i) => scratch = i,
+                                None => break RunExit::Shutdown("decode cache lost an entry".into()),
+                            }
+                        }
+                        exec::execute_slow(cpu, &mut m, &scratch)
+                    };
                     match r {
                         Err(Exception::SoftInt(_)) => {
                             // A trap: the return address is the next instruction.
-                            cpu.rip = i.next_ip() & cpu.ip_mask();
+                            cpu.rip = f.next;
                             retired += 1;
                         }
                         Ok(()) => retired += 1,
@@ -385,11 +398,14 @@ impl EmuVcpu {
 }
 
 /// The instruction at CS:RIP, from the decode cache when possible.
+/// Its classification and a [`DecodeCache::instr`] handle, or [`FRESH`]: the full
+/// decoding is in `scratch`.
 #[inline]
 fn fetch(
     cpu: &mut Cpu,
     m: &mut BusMem<'_>,
-) -> Result<(iced_x86::Instruction, crate::fast::Fast), Exception> {
+    scratch: &mut iced_x86::Instruction,
+) -> Result<(Fast, usize), Exception> {
     let bitness = cpu.bitness();
     let lin = ops::code_linear(cpu, cpu.rip)?;
     let user = cpu.cpl() == 3;
@@ -397,13 +413,17 @@ fn fetch(
     if let Some(e) = m.cache.lookup(phys, bitness, cpu.rip) {
         return Ok(e);
     }
-    let f = exec::fetch_decode(cpu, m)?;
-    let e = (f.instr, crate::fast::classify(cpu, &f.instr));
-    if f.cacheable {
-        m.cache.insert(f.phys, e);
+    let d = exec::fetch_decode(cpu, m)?;
+    let f = crate::fast::classify(cpu, &d.instr);
+    if d.cacheable {
+        m.cache.insert(d.phys, (d.instr, f));
     }
-    Ok(e)
+    *scratch = d.instr;
+    Ok((f, FRESH))
 }
+
+/// [`fetch`]: not from the cache.
+const FRESH: usize = usize::MAX;
 
 fn summary(c: &Cpu) -> String {
     let mode = if !c.protected() {
