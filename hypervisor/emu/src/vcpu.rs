@@ -36,8 +36,8 @@ pub struct EmuVcpu {
 
 /// [`Memory`] over the [`Bus`]: RAM, else MMIO in naturally aligned pieces; stores
 /// drop cached code; every port/MMIO access asks whether to stop.
-struct BusMem<'a> {
-    bus: &'a mut dyn Bus,
+struct BusMem<'a, B: Bus + ?Sized> {
+    bus: &'a mut B,
     t: u64,
     stop: bool,
     /// An access that may have changed the interrupt controllers happened (or IF was
@@ -46,7 +46,7 @@ struct BusMem<'a> {
     cache: &'a mut DecodeCache,
 }
 
-impl BusMem<'_> {
+impl<B: Bus + ?Sized> BusMem<'_, B> {
     /// Split a non-RAM range into naturally aligned 1/2/4/8-byte pieces.
     fn pieces(addr: u64, len: usize, mut f: impl FnMut(u64, core::ops::Range<usize>)) {
         let mut p = 0usize;
@@ -62,7 +62,7 @@ impl BusMem<'_> {
     }
 }
 
-impl Memory for BusMem<'_> {
+impl<B: Bus + ?Sized> Memory for BusMem<'_, B> {
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), Fault> {
         if self.bus.ram_read(addr, buf) {
             return Ok(());
@@ -286,7 +286,10 @@ impl EmuVcpu {
     }
 
     /// Run at most `budget` instructions.
-    pub fn run(&mut self, bus: &mut dyn Bus, budget: u64) -> RunExit {
+    ///
+    /// Generic over the bus so that a concrete bus's RAM accessors inline into the
+    /// memory path (`&mut dyn Bus` works as well).
+    pub fn run<B: Bus + ?Sized>(&mut self, bus: &mut B, budget: u64) -> RunExit {
         if let Some(s) = &self.shutdown {
             return RunExit::Shutdown(s.clone());
         }
@@ -401,9 +404,9 @@ impl EmuVcpu {
 /// Its classification and a [`DecodeCache::instr`] handle, or [`FRESH`]: the full
 /// decoding is in `scratch`.
 #[inline]
-fn fetch(
+fn fetch<B: Bus + ?Sized>(
     cpu: &mut Cpu,
-    m: &mut BusMem<'_>,
+    m: &mut BusMem<'_, B>,
     scratch: &mut iced_x86::Instruction,
 ) -> Result<(Fast, usize), Exception> {
     let bitness = cpu.bitness();
