@@ -1,5 +1,6 @@
 //! Pre-classified forms of the most frequent instructions (MOV, the ALU group, LEA,
-//! MOVZX/MOVSX, INC/DEC/NEG/NOT, Jcc/JMP/CALL/RET, PUSH/POP, CMOVcc/SETcc, NOPs).
+//! MOVZX/MOVSX, INC/DEC/NEG/NOT, SHL/SHR/SAR, Jcc/JMP/CALL/RET, PUSH/POP,
+//! CMOVcc/SETcc, NOPs).
 //!
 //! [`classify`] runs once when an instruction enters the decode cache and records what
 //! its execution needs: GPR numbers, operand sizes, the effective-address parts, the
@@ -9,9 +10,9 @@
 //! accesses and the fault rules (RIP and all state unchanged on an exception), are
 //! exactly those of the general path; the differential tests run both.
 
-use crate::cpu::{CF, Cpu, RSP, STATUS};
+use crate::cpu::{AF, CF, Cpu, OF, RSP, STATUS};
 use crate::exec::{self, Exception, write_sized_gpr};
-use crate::flags::{add, cond, logic, mask, sext, sub};
+use crate::flags::{add, bits, cond, logic, mask, sext, sign, sub, szp};
 use crate::mem::Memory;
 use crate::ops;
 use iced_x86::{Code, ConditionCode, Instruction, Mnemonic, OpKind, Register};
@@ -45,6 +46,9 @@ pub(crate) enum Kind {
     Cmov,
     Setcc,
     Nop,
+    Shl,
+    Shr,
+    Sar,
 }
 
 /// Operand locations: GPR 0..=15 (the low `size` bytes), AH/CH/DH/BH, the memory
@@ -173,6 +177,9 @@ fn classify_inner(cpu: &Cpu, i: &Instruction, base: Fast) -> Option<Fast> {
         M::Nop | M::Pause | M::Lfence | M::Mfence | M::Sfence | M::Endbr32 | M::Endbr64 => {
             Kind::Nop
         }
+        M::Shl | M::Sal => Kind::Shl,
+        M::Shr => Kind::Shr,
+        M::Sar => Kind::Sar,
         _ => return None,
     };
     let mut f = Fast { kind, ..base };
@@ -324,6 +331,12 @@ fn classify_inner(cpu: &Cpu, i: &Instruction, base: Fast) -> Option<Fast> {
                 return None;
             }
             f.ssize = size as u8;
+        }
+        Kind::Shl | Kind::Shr | Kind::Sar => {
+            // The count: an immediate (1 included) or CL.
+            if n != 2 || f.dst == IMM || !(f.src == IMM || f.src == 1 && sizes[1] == 1) {
+                return None;
+            }
         }
         Kind::Nop => {}
         Kind::Slow => return None,
@@ -544,6 +557,61 @@ fn run(cpu: &mut Cpu, mem: &mut dyn Memory, f: &Fast) -> Result<(), Exception> {
         Kind::Setcc => {
             let v = cond(f.cc, cpu.rflags) as u64;
             wr(cpu, mem, f, f.dst, size, v)
+        }
+        Kind::Shl | Kind::Shr | Kind::Sar => {
+            // As shift::shift: the count masked to 5 (6) bits; a zero count changes no
+            // flag but still writes a register destination; AF is cleared.
+            let a = rd(cpu, mem, f, f.dst, size)?;
+            let count = (rd(cpu, mem, f, f.src, 1)? & if size == 8 { 0x3f } else { 0x1f }) as u32;
+            if count == 0 {
+                if f.dst < MEM {
+                    wr(cpu, mem, f, f.dst, size, a)?;
+                }
+                return Ok(());
+            }
+            let nb = bits(size);
+            let msk = mask(size);
+            let sgn = sign(size);
+            let (res, fl) = match f.kind {
+                Kind::Shl => {
+                    let wide = (a as u128) << count;
+                    let res = (wide as u64) & msk;
+                    let cf = (wide >> nb) & 1 != 0;
+                    let mut fl = szp(res, size);
+                    if cf {
+                        fl |= CF;
+                    }
+                    if ((res & sgn != 0) as u8 ^ cf as u8) != 0 {
+                        fl |= OF;
+                    }
+                    (res, fl)
+                }
+                Kind::Shr => {
+                    let res = if count >= nb { 0 } else { a >> count };
+                    let cf = count <= nb && (a >> (count - 1)) & 1 != 0;
+                    let mut fl = szp(res, size);
+                    if cf {
+                        fl |= CF;
+                    }
+                    if a & sgn != 0 {
+                        fl |= OF;
+                    }
+                    (res, fl)
+                }
+                _ => {
+                    let sv = sext(a, size) as i64;
+                    let res = ((sv >> count.min(63)) as u64) & msk;
+                    let cf = (sv >> (count - 1).min(63)) & 1 != 0;
+                    let mut fl = szp(res, size);
+                    if cf {
+                        fl |= CF;
+                    }
+                    (res, fl)
+                }
+            };
+            wr(cpu, mem, f, f.dst, size, res)?;
+            cpu.set_flags(STATUS, fl & !AF);
+            Ok(())
         }
         Kind::Nop => Ok(()),
         Kind::Slow => Err(Exception::InvalidOpcode),

@@ -317,9 +317,10 @@ impl EmuVcpu {
             m.t = retired;
             // Interrupts are polled on the first instruction with IF = 1 (and no
             // shadow) after any instruction without, after every port/MMIO/MSR access,
-            // while halted, and otherwise every POLL_INTERVAL instructions: a controller raised from
-            // another thread is seen a few instructions late, which interrupt latency
-            // allows, and the run loop does not call out to the bus per instruction.
+            // while halted, and otherwise every POLL_INTERVAL instructions: a controller
+            // raised from another thread is seen a few instructions late, which
+            // interrupt latency allows, and the run loop does not call out to the bus
+            // per instruction.
             if cpu.rflags & IF != 0 && !cpu.shadow {
                 if core::mem::take(&mut m.poll) || cpu.halted || spent % POLL_INTERVAL == 0 {
                     if m.bus.interrupt_pending(retired)
