@@ -57,6 +57,9 @@ pub(crate) struct DecodeCache {
     free: Vec<usize>,
     /// The last page looked up (most instructions follow one in the same page).
     last: Option<(u64, usize)>,
+    /// Position after the last hit in its page's records: straight-line code was
+    /// usually decoded in execution order, so the next instruction is often there.
+    next: usize,
     bitmap: Vec<u64>,
     high: IntMap<u64, ()>,
 }
@@ -68,6 +71,7 @@ impl Default for DecodeCache {
             slots: Vec::new(),
             free: Vec::new(),
             last: None,
+            next: 0,
             bitmap: vec![0; (BITMAP_PAGES / 64) as usize],
             high: IntMap::default(),
         }
@@ -93,9 +97,22 @@ impl DecodeCache {
     pub fn lookup(&mut self, phys: u64, bitness: u32, rip: u64) -> Option<(Fast, usize)> {
         let s = self.slot(phys >> 12)?;
         let pc = &self.slots[s];
-        let k = pc.index[(phys & 0xfff) as usize] as usize;
-        let f = *pc.fast.get(k.checked_sub(1)?)?;
-        (f.ip == rip && f.bitness as u32 == bitness).then_some((f, (s << 16) | (k - 1)))
+        let off = (phys & 0xfff) as u16;
+        // A page holds one record per offset, so a record of this page with this
+        // offset is the one the index would give.
+        if let Some(f) = pc.fast.get(self.next)
+            && f.off == off
+            && f.ip == rip
+            && f.bitness as u32 == bitness
+        {
+            let k = self.next;
+            self.next = k + 1;
+            return Some((*f, (s << 16) | k));
+        }
+        let k = (pc.index[off as usize] as usize).checked_sub(1)?;
+        let f = *pc.fast.get(k)?;
+        self.next = k + 1;
+        (f.ip == rip && f.bitness as u32 == bitness).then_some((f, (s << 16) | k))
     }
 
     /// The full decoding behind a [`DecodeCache::lookup`] handle (no store since).
@@ -108,7 +125,8 @@ impl DecodeCache {
             .copied()
     }
 
-    pub fn insert(&mut self, phys: u64, i: (Instruction, Fast)) {
+    pub fn insert(&mut self, phys: u64, mut i: (Instruction, Fast)) {
+        i.1.off = (phys & 0xfff) as u16;
         let pn = phys >> 12;
         let s = match self.slot(pn) {
             Some(s) => s,

@@ -83,6 +83,8 @@ pub(crate) struct Fast {
     /// Where and in which code size it was decoded (the decode cache checks both).
     pub ip: u64,
     pub bitness: u8,
+    /// Offset of its first byte in its physical page (set by the decode cache).
+    pub off: u16,
 }
 
 impl Fast {
@@ -103,6 +105,7 @@ impl Fast {
         next: 0,
         ip: 0,
         bitness: 0,
+        off: 0,
     };
 }
 
