@@ -3,7 +3,8 @@
 //! cheaply whether it must drop a page (self-modifying code, SeaBIOS relocating itself,
 //! Linux patching its text).
 
-use iced_x86::{CodeSize, Instruction};
+use crate::fast::Fast;
+use iced_x86::Instruction;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -43,6 +44,9 @@ const MAX_PAGES: usize = 8192;
 /// mode or a second mapping of the page re-decodes and replaces it).
 struct PageCode {
     index: Box<[u16; 4096]>,
+    /// The classifications (all the run loop reads for most instructions) apart from
+    /// the full decodings (read only for the general path).
+    fast: Vec<Fast>,
     instrs: Vec<Instruction>,
 }
 
@@ -53,6 +57,9 @@ pub(crate) struct DecodeCache {
     free: Vec<usize>,
     /// The last page looked up (most instructions follow one in the same page).
     last: Option<(u64, usize)>,
+    /// Position after the last hit in its page's records: straight-line code was
+    /// usually decoded in execution order, so the next instruction is often there.
+    next: usize,
     bitmap: Vec<u64>,
     high: IntMap<u64, ()>,
 }
@@ -64,17 +71,10 @@ impl Default for DecodeCache {
             slots: Vec::new(),
             free: Vec::new(),
             last: None,
+            next: 0,
             bitmap: vec![0; (BITMAP_PAGES / 64) as usize],
             high: IntMap::default(),
         }
-    }
-}
-
-fn code_size(bitness: u32) -> CodeSize {
-    match bitness {
-        64 => CodeSize::Code64,
-        32 => CodeSize::Code32,
-        _ => CodeSize::Code16,
     }
 }
 
@@ -91,20 +91,42 @@ impl DecodeCache {
         Some(s)
     }
 
-    /// The cached instruction at `phys` decoded in `bitness` at offset `rip`.
+    /// The cached instruction at `phys` decoded in `bitness` at offset `rip`: its
+    /// classification and a handle for [`DecodeCache::instr`].
     #[inline]
-    pub fn lookup(&mut self, phys: u64, bitness: u32, rip: u64) -> Option<Instruction> {
+    pub fn lookup(&mut self, phys: u64, bitness: u32, rip: u64) -> Option<(Fast, usize)> {
         let s = self.slot(phys >> 12)?;
         let pc = &self.slots[s];
-        let k = pc.index[(phys & 0xfff) as usize];
-        if k == 0 {
-            return None;
+        let off = (phys & 0xfff) as u16;
+        // A page holds one record per offset, so a record of this page with this
+        // offset is the one the index would give.
+        if let Some(f) = pc.fast.get(self.next)
+            && f.off == off
+            && f.ip == rip
+            && f.bitness as u32 == bitness
+        {
+            let k = self.next;
+            self.next = k + 1;
+            return Some((*f, (s << 16) | k));
         }
-        let i = pc.instrs[k as usize - 1];
-        (i.ip() == rip && i.code_size() == code_size(bitness)).then_some(i)
+        let k = (pc.index[off as usize] as usize).checked_sub(1)?;
+        let f = *pc.fast.get(k)?;
+        self.next = k + 1;
+        (f.ip == rip && f.bitness as u32 == bitness).then_some((f, (s << 16) | k))
     }
 
-    pub fn insert(&mut self, phys: u64, i: Instruction) {
+    /// The full decoding behind a [`DecodeCache::lookup`] handle (no store since).
+    #[inline]
+    pub fn instr(&self, handle: usize) -> Option<Instruction> {
+        self.slots
+            .get(handle >> 16)?
+            .instrs
+            .get(handle & 0xffff)
+            .copied()
+    }
+
+    pub fn insert(&mut self, phys: u64, mut i: (Instruction, Fast)) {
+        i.1.off = (phys & 0xfff) as u16;
         let pn = phys >> 12;
         let s = match self.slot(pn) {
             Some(s) => s,
@@ -117,6 +139,7 @@ impl DecodeCache {
                     None => {
                         self.slots.push(PageCode {
                             index: Box::new([0; 4096]),
+                            fast: Vec::new(),
                             instrs: Vec::new(),
                         });
                         self.slots.len() - 1
@@ -132,11 +155,15 @@ impl DecodeCache {
         let off = (phys & 0xfff) as usize;
         match pc.index[off] {
             0 if pc.instrs.len() < u16::MAX as usize => {
-                pc.instrs.push(i);
+                pc.instrs.push(i.0);
+                pc.fast.push(i.1);
                 pc.index[off] = pc.instrs.len() as u16;
             }
             0 => {}
-            k => pc.instrs[k as usize - 1] = i,
+            k => {
+                pc.instrs[k as usize - 1] = i.0;
+                pc.fast[k as usize - 1] = i.1;
+            }
         }
     }
 
@@ -168,6 +195,7 @@ impl DecodeCache {
             let pc = &mut self.slots[s];
             pc.index.fill(0);
             pc.instrs.clear();
+            pc.fast.clear();
             self.free.push(s);
         }
         if self.last.is_some_and(|(p, _)| p == pn) {

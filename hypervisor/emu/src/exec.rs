@@ -182,8 +182,19 @@ pub fn step(cpu: &mut Cpu, mem: &mut dyn Memory) -> Result<(), Exception> {
 }
 
 /// Execute one decoded instruction. On success RIP is the next instruction (or the
-/// branch target); on error RIP is unchanged.
+/// branch target); on error RIP is unchanged. (The run loop caches the classification
+/// [`crate::fast`] makes here; this entry point classifies on every call.)
 pub fn execute(cpu: &mut Cpu, mem: &mut dyn Memory, i: &Instruction) -> Result<(), Exception> {
+    let f = crate::fast::classify(cpu, i);
+    crate::fast::exec(cpu, mem, &f, i)
+}
+
+/// The general path of [`execute`]: every instruction, by mnemonic.
+pub(crate) fn execute_slow(
+    cpu: &mut Cpu,
+    mem: &mut dyn Memory,
+    i: &Instruction,
+) -> Result<(), Exception> {
     let rip = cpu.rip;
     cpu.rip = i.next_ip() & cpu.ip_mask();
     let r = if crate::atomic::is_locked(i) {
@@ -543,7 +554,7 @@ fn is_far_mem(i: &Instruction) -> bool {
 }
 
 /// A near branch target must be inside CS (or canonical).
-fn check_near_target(cpu: &Cpu, t: u64) -> Result<(), Exception> {
+pub(crate) fn check_near_target(cpu: &Cpu, t: u64) -> Result<(), Exception> {
     if cpu.mode64() {
         if !ops::canonical(t) {
             return Err(Exception::GeneralProtection(0));
@@ -554,7 +565,7 @@ fn check_near_target(cpu: &Cpu, t: u64) -> Result<(), Exception> {
     Ok(())
 }
 
-fn near_jump(cpu: &mut Cpu, t: u64) -> Result<(), Exception> {
+pub(crate) fn near_jump(cpu: &mut Cpu, t: u64) -> Result<(), Exception> {
     check_near_target(cpu, t)?;
     cpu.rip = t;
     Ok(())

@@ -49,6 +49,7 @@ pub(crate) fn szp(res: u64, size: usize) -> u64 {
 }
 
 /// `a + b + carry`: result and all six status flags.
+#[inline]
 pub(crate) fn add(a: u64, b: u64, carry: bool, size: usize) -> (u64, u64) {
     let m = mask(size);
     let (a, b) = (a & m, b & m);
@@ -68,6 +69,7 @@ pub(crate) fn add(a: u64, b: u64, carry: bool, size: usize) -> (u64, u64) {
 }
 
 /// `a - b - borrow`: result and all six status flags.
+#[inline]
 pub(crate) fn sub(a: u64, b: u64, borrow: bool, size: usize) -> (u64, u64) {
     let m = mask(size);
     let (a, b) = (a & m, b & m);
@@ -92,6 +94,7 @@ pub(crate) fn logic(res: u64, size: usize) -> u64 {
 }
 
 /// Evaluate a condition code against RFLAGS.
+#[inline]
 pub(crate) fn cond(cc: ConditionCode, rf: u64) -> bool {
     let cf = rf & CF != 0;
     let zf = rf & ZF != 0;

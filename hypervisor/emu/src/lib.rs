@@ -31,6 +31,7 @@ pub mod cpu;
 mod decode_cache;
 pub mod exec;
 mod far;
+mod fast;
 mod flags;
 pub mod fpu;
 mod interrupt;

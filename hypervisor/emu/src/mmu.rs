@@ -103,6 +103,7 @@ fn pf(lin: u64, code: u32) -> Exception {
 
 /// Translate one linear address. `user` is a CPL-3 access that is not an implicit
 /// supervisor access (descriptor tables, TSS, delivery stacks).
+#[inline]
 pub(crate) fn translate(
     cpu: &mut Cpu,
     mem: &mut dyn Memory,
@@ -117,11 +118,23 @@ pub(crate) fn translate(
             lin & 0xffff_ffff
         });
     }
-    let s = slot(lin);
-    let e = cpu.tlb.e[s];
+    let e = &cpu.tlb.e[slot(lin)];
     if e.tag == (lin & !0xfff) | VALID && permitted(cpu, e.perm, acc, user) {
         return Ok(e.phys | (lin & 0xfff));
     }
+    translate_miss(cpu, mem, lin, acc, user)
+}
+
+/// The TLB missed (or lacks a permission/D bit): walk and refill.
+#[inline(never)]
+fn translate_miss(
+    cpu: &mut Cpu,
+    mem: &mut dyn Memory,
+    lin: u64,
+    acc: Access,
+    user: bool,
+) -> Result<u64, Exception> {
+    let s = slot(lin);
     let (phys_page, perm) = walk(cpu, mem, lin, acc, user)?;
     cpu.tlb.e[s] = Entry {
         tag: (lin & !0xfff) | VALID,

@@ -62,6 +62,7 @@ pub(crate) fn reg_loc(r: Register) -> Option<RegLoc> {
     })
 }
 
+#[inline]
 pub(crate) fn read_loc(cpu: &Cpu, l: RegLoc) -> u64 {
     let v = cpu.gpr[l.idx];
     if l.high {
@@ -71,6 +72,7 @@ pub(crate) fn read_loc(cpu: &Cpu, l: RegLoc) -> u64 {
     }
 }
 
+#[inline]
 pub(crate) fn write_loc(cpu: &mut Cpu, l: RegLoc, v: u64) {
     let old = cpu.gpr[l.idx];
     cpu.gpr[l.idx] = match (l.size, l.high) {
@@ -89,6 +91,7 @@ pub(crate) fn sreg_index(r: Register) -> Option<usize> {
     (n < 6).then_some(n)
 }
 
+#[inline]
 pub(crate) fn read_reg(cpu: &Cpu, r: Register) -> Result<u64, Exception> {
     match r {
         Register::RIP | Register::EIP => Ok(cpu.rip),
@@ -103,6 +106,7 @@ pub(crate) fn read_reg(cpu: &Cpu, r: Register) -> Result<u64, Exception> {
     }
 }
 
+#[inline]
 pub(crate) fn write_reg(cpu: &mut Cpu, r: Register, v: u64) -> Result<(), Exception> {
     let l = reg_loc(r).ok_or(Exception::InvalidOpcode)?;
     write_loc(cpu, l, v);
@@ -110,6 +114,7 @@ pub(crate) fn write_reg(cpu: &mut Cpu, r: Register, v: u64) -> Result<(), Except
 }
 
 /// Size of a general register in bytes (2 for a segment register, 0 otherwise).
+#[inline]
 pub(crate) fn reg_size(r: Register) -> usize {
     if sreg_index(r).is_some() {
         return 2;
@@ -118,6 +123,7 @@ pub(crate) fn reg_size(r: Register) -> usize {
 }
 
 /// Address size (2, 4, 8) of the instruction's memory operand.
+#[inline]
 pub(crate) fn addr_size(cpu: &Cpu, i: &Instruction) -> usize {
     let base = i.memory_base();
     let index = i.memory_index();
@@ -142,6 +148,7 @@ pub(crate) fn addr_size(cpu: &Cpu, i: &Instruction) -> usize {
 
 /// Effective address (offset within the segment, wrapped to the address size) of the
 /// instruction's memory operand.
+#[inline]
 pub(crate) fn ea_offset(cpu: &Cpu, i: &Instruction) -> Result<u64, Exception> {
     let base = i.memory_base();
     let index = i.memory_index();
@@ -159,6 +166,7 @@ pub(crate) fn ea_offset(cpu: &Cpu, i: &Instruction) -> Result<u64, Exception> {
 }
 
 /// The instruction's memory operand: segment register index and offset.
+#[inline]
 pub(crate) fn mem_operand(cpu: &Cpu, i: &Instruction) -> Result<(usize, u64), Exception> {
     let s = sreg_index(i.memory_segment()).unwrap_or(crate::cpu::DS);
     Ok((s, ea_offset(cpu, i)?))
@@ -344,6 +352,7 @@ pub(crate) fn write_sys(
 }
 
 /// Size in bytes of operand `n`.
+#[inline]
 pub(crate) fn op_size(i: &Instruction, n: u32) -> usize {
     match i.op_kind(n) {
         OpKind::Register => reg_size(i.op_register(n)),
@@ -356,6 +365,7 @@ pub(crate) fn op_size(i: &Instruction, n: u32) -> usize {
 }
 
 /// Read operand `n` (zero-extended from its size; immediates as iced extends them).
+#[inline]
 pub(crate) fn read_op(
     cpu: &mut Cpu,
     mem: &mut dyn Memory,
@@ -389,6 +399,7 @@ pub(crate) fn read_op(
 }
 
 /// Write operand `n` (register write rules apply; memory writes `size` bytes).
+#[inline]
 pub(crate) fn write_op(
     cpu: &mut Cpu,
     mem: &mut dyn Memory,

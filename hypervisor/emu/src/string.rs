@@ -60,8 +60,22 @@ fn classify(i: &Instruction) -> Option<(Op, usize)> {
     })
 }
 
+#[inline]
 pub(crate) fn is_string(i: &Instruction) -> bool {
-    classify(i).is_some()
+    // Every string instruction has an rSI/rDI memory operand first or second: a cheap
+    // filter before the full classification.
+    const fn stringy(k: OpKind) -> bool {
+        matches!(
+            k,
+            OpKind::MemorySegSI
+                | OpKind::MemorySegESI
+                | OpKind::MemorySegRSI
+                | OpKind::MemoryESDI
+                | OpKind::MemoryESEDI
+                | OpKind::MemoryESRDI
+        )
+    }
+    (stringy(i.op0_kind()) || stringy(i.op1_kind())) && classify(i).is_some()
 }
 
 pub(crate) fn exec(cpu: &mut Cpu, mem: &mut dyn Memory, i: &Instruction) -> Result<(), Exception> {

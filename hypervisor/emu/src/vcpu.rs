@@ -6,6 +6,7 @@ use crate::bus::Bus;
 use crate::cpu::{CS, Cpu, IF};
 use crate::decode_cache::DecodeCache;
 use crate::exec::{self, Exception};
+use crate::fast::{Fast, Kind};
 use crate::interrupt::{self, Class};
 use crate::mem::{Fault, Memory};
 use crate::mmu::{self, Access};
@@ -35,14 +36,17 @@ pub struct EmuVcpu {
 
 /// [`Memory`] over the [`Bus`]: RAM, else MMIO in naturally aligned pieces; stores
 /// drop cached code; every port/MMIO access asks whether to stop.
-struct BusMem<'a> {
-    bus: &'a mut dyn Bus,
+struct BusMem<'a, B: Bus + ?Sized> {
+    bus: &'a mut B,
     t: u64,
     stop: bool,
+    /// An access that may have changed the interrupt controllers happened (or IF was
+    /// clear): ask for interrupts before the next instruction.
+    poll: bool,
     cache: &'a mut DecodeCache,
 }
 
-impl BusMem<'_> {
+impl<B: Bus + ?Sized> BusMem<'_, B> {
     /// Split a non-RAM range into naturally aligned 1/2/4/8-byte pieces.
     fn pieces(addr: u64, len: usize, mut f: impl FnMut(u64, core::ops::Range<usize>)) {
         let mut p = 0usize;
@@ -58,7 +62,7 @@ impl BusMem<'_> {
     }
 }
 
-impl Memory for BusMem<'_> {
+impl<B: Bus + ?Sized> Memory for BusMem<'_, B> {
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), Fault> {
         if self.bus.ram_read(addr, buf) {
             return Ok(());
@@ -87,6 +91,7 @@ impl Memory for BusMem<'_> {
             }
         });
         self.stop |= self.bus.stop_requested();
+        self.poll = true;
         Ok(())
     }
 
@@ -115,6 +120,7 @@ impl Memory for BusMem<'_> {
             }
         });
         self.stop |= self.bus.stop_requested();
+        self.poll = true;
         Ok(())
     }
 
@@ -143,12 +149,14 @@ impl Memory for BusMem<'_> {
     fn pio_in(&mut self, port: u16, size: u8) -> u32 {
         let v = self.bus.pio_in(self.t, port, size);
         self.stop |= self.bus.stop_requested();
+        self.poll = true;
         v
     }
 
     fn pio_out(&mut self, port: u16, size: u8, value: u32) {
         self.bus.pio_out(self.t, port, size, value);
         self.stop |= self.bus.stop_requested();
+        self.poll = true;
     }
 
     fn stop_pending(&self) -> bool {
@@ -166,6 +174,7 @@ impl Memory for BusMem<'_> {
     fn wrmsr(&mut self, msr: u32, value: u64) -> bool {
         let ok = self.bus.wrmsr(self.t, msr, value);
         self.stop |= self.bus.stop_requested();
+        self.poll = true;
         ok
     }
 
@@ -176,6 +185,7 @@ impl Memory for BusMem<'_> {
     fn hypercall(&mut self, gpr: &mut [u64; 16], long_mode: bool) -> bool {
         self.bus.hypercall(self.t, gpr, long_mode);
         self.stop |= self.bus.stop_requested();
+        self.poll = true;
         true
     }
 
@@ -184,6 +194,9 @@ impl Memory for BusMem<'_> {
         self.bus.ram_cmpxchg(addr, size, old, new)
     }
 }
+
+/// Instructions between interrupt polls while nothing else asks for one.
+const POLL_INTERVAL: u64 = 16;
 
 /// Bound on exceptions raised while delivering one event (then: triple fault).
 const MAX_NESTED: usize = 4;
@@ -279,7 +292,10 @@ impl EmuVcpu {
     }
 
     /// Run at most `budget` instructions.
-    pub fn run(&mut self, bus: &mut dyn Bus, budget: u64) -> RunExit {
+    ///
+    /// Generic over the bus so that a concrete bus's RAM accessors inline into the
+    /// memory path (`&mut dyn Bus` works as well).
+    pub fn run<B: Bus + ?Sized>(&mut self, bus: &mut B, budget: u64) -> RunExit {
         if let Some(s) = &self.shutdown {
             return RunExit::Shutdown(s.clone());
         }
@@ -289,6 +305,7 @@ impl EmuVcpu {
             bus,
             t: self.retired,
             stop: false,
+            poll: true,
             cache: &mut self.cache,
         };
         let cpu = &mut self.cpu;
@@ -297,24 +314,36 @@ impl EmuVcpu {
         // handler faults again forever (which real hardware would also loop on) must
         // still give the slice back.
         let mut spent = 0u64;
+        let mut scratch = iced_x86::Instruction::default();
         let exit = loop {
             if spent >= budget {
                 break RunExit::Budget;
             }
             spent += 1;
             m.t = retired;
-            if cpu.rflags & IF != 0
-                && !cpu.shadow
-                && m.bus.interrupt_pending(retired)
-                && let Some(v) = m.bus.acknowledge_interrupt(retired)
-            {
-                cpu.halted = false;
-                // Code other vCPUs patched (int3 + sync IPIs) is dropped by now at the latest.
-                let c = &mut *m.cache;
-                m.bus.take_written_code_pages(&mut |p| c.invalidate(p));
-                if let Err(why) = raise(cpu, &mut m, v, None, false, Class::Benign) {
-                    break RunExit::Shutdown(why);
+            // Interrupts are polled on the first instruction with IF = 1 (and no
+            // shadow) after any instruction without, after every port/MMIO/MSR access,
+            // while halted, and otherwise every POLL_INTERVAL instructions: a controller
+            // raised from another thread is seen a few instructions late, which
+            // interrupt latency allows, and the run loop does not call out to the bus
+            // per instruction.
+            if cpu.rflags & IF != 0 && !cpu.shadow {
+                if core::mem::take(&mut m.poll) || cpu.halted || spent % POLL_INTERVAL == 0 {
+                    if m.bus.interrupt_pending(retired)
+                        && let Some(v) = m.bus.acknowledge_interrupt(retired)
+                    {
+                        cpu.halted = false;
+                        // Code other vCPUs patched (int3 + sync IPIs) is dropped by now
+                        // at the latest.
+                        let c = &mut *m.cache;
+                        m.bus.take_written_code_pages(&mut |p| c.invalidate(p));
+                        if let Err(why) = raise(cpu, &mut m, v, None, false, Class::Benign) {
+                            break RunExit::Shutdown(why);
+                        }
+                    }
                 }
+            } else {
+                m.poll = true;
             }
             if cpu.halted {
                 break RunExit::Halted {
@@ -323,13 +352,24 @@ impl EmuVcpu {
             }
             cpu.shadow = false;
             let single_step = cpu.rflags & crate::cpu::TF != 0;
-            let r = match fetch(cpu, &mut m) {
-                Ok(i) => {
-                    let r = exec::execute(cpu, &mut m, &i);
+            let r = match fetch(cpu, &mut m, &mut scratch) {
+                Ok((f, handle)) => {
+                    let r = if f.kind != Kind::Slow {
+                        crate::fast::exec_fast(cpu, &mut m, &f)
+                    } else {
+                        // The full decoding: from the cache, or the one just made.
+                        if handle != FRESH {
+                            match m.cache.instr(handle) {
+                                Some(i) => scratch = i,
+                                None => break RunExit::Shutdown("decode cache lost an entry".into()),
+                            }
+                        }
+                        exec::execute_slow(cpu, &mut m, &scratch)
+                    };
                     match r {
                         Err(Exception::SoftInt(_)) => {
                             // A trap: the return address is the next instruction.
-                            cpu.rip = i.next_ip() & cpu.ip_mask();
+                            cpu.rip = f.next;
                             retired += 1;
                         }
                         Ok(()) => retired += 1,
@@ -372,21 +412,32 @@ impl EmuVcpu {
 }
 
 /// The instruction at CS:RIP, from the decode cache when possible.
+/// Its classification and a [`DecodeCache::instr`] handle, or [`FRESH`]: the full
+/// decoding is in `scratch`.
 #[inline]
-fn fetch(cpu: &mut Cpu, m: &mut BusMem<'_>) -> Result<iced_x86::Instruction, Exception> {
+fn fetch<B: Bus + ?Sized>(
+    cpu: &mut Cpu,
+    m: &mut BusMem<'_, B>,
+    scratch: &mut iced_x86::Instruction,
+) -> Result<(Fast, usize), Exception> {
     let bitness = cpu.bitness();
     let lin = ops::code_linear(cpu, cpu.rip)?;
     let user = cpu.cpl() == 3;
     let phys = mmu::translate(cpu, m, lin, Access::Exec, user)?;
-    if let Some(i) = m.cache.lookup(phys, bitness, cpu.rip) {
-        return Ok(i);
+    if let Some(e) = m.cache.lookup(phys, bitness, cpu.rip) {
+        return Ok(e);
     }
-    let f = exec::fetch_decode(cpu, m)?;
-    if f.cacheable {
-        m.cache.insert(f.phys, f.instr);
+    let d = exec::fetch_decode(cpu, m)?;
+    let f = crate::fast::classify(cpu, &d.instr);
+    if d.cacheable {
+        m.cache.insert(d.phys, (d.instr, f));
     }
-    Ok(f.instr)
+    *scratch = d.instr;
+    Ok((f, FRESH))
 }
+
+/// [`fetch`]: not from the cache.
+const FRESH: usize = usize::MAX;
 
 fn summary(c: &Cpu) -> String {
     let mode = if !c.protected() {
