@@ -163,20 +163,59 @@ fn classify_inner(cpu: &Cpu, i: &Instruction, base: Fast) -> Option<Fast> {
         M::Dec => Kind::Dec,
         M::Neg => Kind::Neg,
         M::Not => Kind::Not,
-        M::Jo | M::Jno | M::Jb | M::Jae | M::Je | M::Jne | M::Jbe | M::Ja | M::Js | M::Jns
-        | M::Jp | M::Jnp | M::Jl | M::Jge | M::Jle | M::Jg => Kind::Jcc,
+        M::Jo
+        | M::Jno
+        | M::Jb
+        | M::Jae
+        | M::Je
+        | M::Jne
+        | M::Jbe
+        | M::Ja
+        | M::Js
+        | M::Jns
+        | M::Jp
+        | M::Jnp
+        | M::Jl
+        | M::Jge
+        | M::Jle
+        | M::Jg => Kind::Jcc,
         M::Jmp => Kind::Jmp,
         M::Call => Kind::Call,
         M::Ret => Kind::Ret,
         M::Push => Kind::Push,
         M::Pop => Kind::Pop,
-        M::Cmovo | M::Cmovno | M::Cmovb | M::Cmovae | M::Cmove | M::Cmovne | M::Cmovbe
-        | M::Cmova | M::Cmovs | M::Cmovns | M::Cmovp | M::Cmovnp | M::Cmovl | M::Cmovge
-        | M::Cmovle | M::Cmovg => Kind::Cmov,
-        M::Seto | M::Setno | M::Setb | M::Setae | M::Sete | M::Setne | M::Setbe | M::Seta
-        | M::Sets | M::Setns | M::Setp | M::Setnp | M::Setl | M::Setge | M::Setle | M::Setg => {
-            Kind::Setcc
-        }
+        M::Cmovo
+        | M::Cmovno
+        | M::Cmovb
+        | M::Cmovae
+        | M::Cmove
+        | M::Cmovne
+        | M::Cmovbe
+        | M::Cmova
+        | M::Cmovs
+        | M::Cmovns
+        | M::Cmovp
+        | M::Cmovnp
+        | M::Cmovl
+        | M::Cmovge
+        | M::Cmovle
+        | M::Cmovg => Kind::Cmov,
+        M::Seto
+        | M::Setno
+        | M::Setb
+        | M::Setae
+        | M::Sete
+        | M::Setne
+        | M::Setbe
+        | M::Seta
+        | M::Sets
+        | M::Setns
+        | M::Setp
+        | M::Setnp
+        | M::Setl
+        | M::Setge
+        | M::Setle
+        | M::Setg => Kind::Setcc,
         M::Nop | M::Pause | M::Lfence | M::Mfence | M::Sfence | M::Endbr32 | M::Endbr64 => {
             Kind::Nop
         }
@@ -256,8 +295,17 @@ fn classify_inner(cpu: &Cpu, i: &Instruction, base: Fast) -> Option<Fast> {
     f.src = locs[1];
     f.size = sizes[0] as u8;
     match kind {
-        Kind::Mov | Kind::Add | Kind::Adc | Kind::Sub | Kind::Sbb | Kind::Cmp | Kind::And
-        | Kind::Or | Kind::Xor | Kind::Test | Kind::Cmov => {
+        Kind::Mov
+        | Kind::Add
+        | Kind::Adc
+        | Kind::Sub
+        | Kind::Sbb
+        | Kind::Cmp
+        | Kind::And
+        | Kind::Or
+        | Kind::Xor
+        | Kind::Test
+        | Kind::Cmov => {
             if n != 2 || f.dst == IMM || sizes[1] != sizes[0] {
                 return None;
             }
@@ -284,7 +332,16 @@ fn classify_inner(cpu: &Cpu, i: &Instruction, base: Fast) -> Option<Fast> {
             }
         }
         Kind::Jmp | Kind::Call => {
-            if n != 1 || !matches!(i.op0_kind(), OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64 | OpKind::Register | OpKind::Memory) {
+            if n != 1
+                || !matches!(
+                    i.op0_kind(),
+                    OpKind::NearBranch16
+                        | OpKind::NearBranch32
+                        | OpKind::NearBranch64
+                        | OpKind::Register
+                        | OpKind::Memory
+                )
+            {
                 return None;
             }
             if matches!(
@@ -442,8 +499,15 @@ fn run(cpu: &mut Cpu, mem: &mut dyn Memory, f: &Fast) -> Result<(), Exception> {
             let v = rd(cpu, mem, f, f.src, size)?;
             wr(cpu, mem, f, f.dst, size, v)
         }
-        Kind::Add | Kind::Adc | Kind::Sub | Kind::Sbb | Kind::Cmp | Kind::And | Kind::Or
-        | Kind::Xor | Kind::Test => {
+        Kind::Add
+        | Kind::Adc
+        | Kind::Sub
+        | Kind::Sbb
+        | Kind::Cmp
+        | Kind::And
+        | Kind::Or
+        | Kind::Xor
+        | Kind::Test => {
             let a = rd(cpu, mem, f, f.dst, size)?;
             let b = rd(cpu, mem, f, f.src, size)?;
             let cf = cpu.rflags & CF != 0;

@@ -361,7 +361,9 @@ impl EmuVcpu {
                         if handle != FRESH {
                             match m.cache.instr(handle) {
                                 Some(i) => scratch = i,
-                                None => break RunExit::Shutdown("decode cache lost an entry".into()),
+                                None => {
+                                    break RunExit::Shutdown("decode cache lost an entry".into());
+                                }
                             }
                         }
                         exec::execute_slow(cpu, &mut m, &scratch)
