@@ -28,6 +28,7 @@ pub mod uart16550;
 pub mod xen_platform;
 
 pub mod machine;
+pub mod machine_config;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

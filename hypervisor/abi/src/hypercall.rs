@@ -72,8 +72,11 @@ pub const XEN_DMOP_REMOTE_SHUTDOWN: u32 = 16;
 
 /// The chassis stub-domain doorbell: one hypercall number outside Xen's range
 /// (0..=55, the last being `__HYPERVISOR_arch_7`), accepted only from a stub domain
-/// and only about its own guest. RDI = [`StubOp`], RSI/RDX/R10 = arguments as each op
-/// documents. A guest issuing it gets -ENOSYS like any unknown number.
+/// and only about its own guest. RDI = [`StubOp`], RSI/RDX/R10 = `arg0`/`arg1`/`arg2`
+/// as each op documents; RAX = 0 or a negative errno (or the op's value). A guest
+/// issuing it gets -ENOSYS like any unknown number. The stub domain calls it through
+/// its hypercall page (entry `HYPERVISOR_CHASSIS_STUB`, at byte 0x800), whose stubs the
+/// hypervisor writes for the backend (`vmcall` on emu, an `out` on kvm).
 pub const HYPERVISOR_CHASSIS_STUB: u32 = 0x40;
 
 // Outside everything Xen defines (arch_7 = 55), and its hypercall-page entry still
@@ -112,10 +115,32 @@ pub enum StubOp {
     /// The guest asked the machine to shut down: `arg0` = a `SHUTDOWN_*` reason
     /// (cf. `XEN_DMOP_remote_shutdown`).
     Shutdown = 9,
+    /// Guest time: RAX = nanoseconds since the guest started (the clock the guest's
+    /// own timers use; instruction counts in deterministic mode). No arguments.
+    Now = 10,
+    /// Arm device timer `arg0` (a `TimerId` index) at guest time `arg1` ns, or cancel
+    /// it with `arg1` = `u64::MAX`. Expiry arrives as an `IOREQ_TYPE_CHASSIS_TIMER`
+    /// request in the platform slot.
+    SetTimer = 11,
+    /// Character output of a device: `arg0` = sink ([`CHAR_SINK_DEBUGCON`] or a UART
+    /// index 0..4), `arg1` = stub-physical address of the bytes, `arg2` = length
+    /// (at most [`CHAR_OUT_MAX`]); the bytes must lie in the stub's own RAM.
+    CharOut = 12,
+    /// The stub domain cannot go on: `arg0` = stub-physical address of a UTF-8 message,
+    /// `arg1` = its length (at most [`CRASH_MSG_MAX`], in the stub's RAM). The
+    /// hypervisor stops the guest and reports the message. Does not return.
+    Crash = 13,
 }
 
+/// [`StubOp::CharOut`] sink for the debug console (port 0xe9).
+pub const CHAR_SINK_DEBUGCON: u64 = 0x100;
+/// Most bytes of one [`StubOp::CharOut`].
+pub const CHAR_OUT_MAX: u64 = 4096;
+/// Most bytes of a [`StubOp::Crash`] message.
+pub const CRASH_MSG_MAX: u64 = 1024;
+
 impl StubOp {
-    pub const ALL: [StubOp; 9] = [
+    pub const ALL: [StubOp; 13] = [
         StubOp::Ready,
         StubOp::IoreqDone,
         StubOp::SetIsaIrqLevel,
@@ -125,6 +150,10 @@ impl StubOp {
         StubOp::ModifiedMemory,
         StubOp::SetRomLock,
         StubOp::Shutdown,
+        StubOp::Now,
+        StubOp::SetTimer,
+        StubOp::CharOut,
+        StubOp::Crash,
     ];
 
     pub const fn raw(self) -> u32 {
@@ -169,7 +198,7 @@ mod tests {
             assert_eq!(StubOp::try_from(op.raw()), Ok(*op));
         }
         assert_eq!(StubOp::try_from(0), Err(0));
-        assert_eq!(StubOp::from_raw(10), None);
+        assert_eq!(StubOp::from_raw(14), None);
         assert_eq!(StubOp::from_raw(u32::MAX), None);
     }
 }

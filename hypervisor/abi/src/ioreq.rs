@@ -45,6 +45,25 @@ pub const IOREQ_TYPE_COPY: u8 = 1;
 pub const IOREQ_TYPE_PCI_CONFIG: u8 = 2;
 pub const IOREQ_TYPE_TIMEOFFSET: u8 = 7;
 pub const IOREQ_TYPE_INVALIDATE: u8 = 8;
+/// chassis-private: a device timer expired (stub domains only, and only in the platform
+/// slot, [`platform_slot`]). `addr` = the timer's index (`chassis_devices::platform::TimerId`),
+/// size 1, count 1, write. No data in the response.
+pub const IOREQ_TYPE_CHASSIS_TIMER: u8 = 0x80;
+/// chassis-private: host input bytes for a UART (platform slot only). `addr` = UART
+/// index (0 = COM1, < 4), size 1, count = bytes (1..=8) packed little endian in `data`,
+/// write. The response's `data` is how many bytes the UART took (0..=count).
+pub const IOREQ_TYPE_CHASSIS_CHAR_IN: u8 = 0x81;
+
+/// The slot after the last vCPU's (index = number of guest vCPUs) carries the
+/// hypervisor's own requests to a stub domain (timer expiries, console input): they have
+/// no vCPU, and must be ordered with the vCPUs' requests by the same loop. So a stub
+/// domain serves at most [`MAX_STUB_VCPUS`] vCPUs.
+pub const fn platform_slot(nr_vcpus: u32) -> u32 {
+    nr_vcpus
+}
+
+/// Guest vCPUs a stub domain can serve (one slot is the platform's).
+pub const MAX_STUB_VCPUS: u32 = SLOTS_PER_PAGE as u32 - 1;
 
 /// Xen splits string I/O into requests of at most this many repetitions.
 pub const MAX_REPS: u32 = 4096;
@@ -66,6 +85,10 @@ pub enum IoReqType {
     PciConfig,
     TimeOffset,
     Invalidate,
+    /// [`IOREQ_TYPE_CHASSIS_TIMER`].
+    ChassisTimer,
+    /// [`IOREQ_TYPE_CHASSIS_CHAR_IN`].
+    ChassisCharIn,
 }
 
 impl IoReqType {
@@ -76,6 +99,8 @@ impl IoReqType {
             IOREQ_TYPE_PCI_CONFIG => Some(Self::PciConfig),
             IOREQ_TYPE_TIMEOFFSET => Some(Self::TimeOffset),
             IOREQ_TYPE_INVALIDATE => Some(Self::Invalidate),
+            IOREQ_TYPE_CHASSIS_TIMER => Some(Self::ChassisTimer),
+            IOREQ_TYPE_CHASSIS_CHAR_IN => Some(Self::ChassisCharIn),
             _ => None,
         }
     }
@@ -86,6 +111,8 @@ impl IoReqType {
             Self::PciConfig => IOREQ_TYPE_PCI_CONFIG,
             Self::TimeOffset => IOREQ_TYPE_TIMEOFFSET,
             Self::Invalidate => IOREQ_TYPE_INVALIDATE,
+            Self::ChassisTimer => IOREQ_TYPE_CHASSIS_TIMER,
+            Self::ChassisCharIn => IOREQ_TYPE_CHASSIS_CHAR_IN,
         }
     }
 }
@@ -216,6 +243,7 @@ impl IoReq {
         let max_size = match ty {
             IoReqType::Pio | IoReqType::PciConfig => 4,
             IoReqType::Copy | IoReqType::TimeOffset | IoReqType::Invalidate => 8,
+            IoReqType::ChassisTimer | IoReqType::ChassisCharIn => 1,
         };
         if self.size == 0 || !self.size.is_power_of_two() || self.size > max_size {
             return Err(IoReqError::BadSize {
@@ -226,9 +254,24 @@ impl IoReq {
         let single = match ty {
             IoReqType::Pio => !self.data_is_ptr,
             IoReqType::Copy => false,
-            IoReqType::PciConfig | IoReqType::TimeOffset | IoReqType::Invalidate => true,
+            IoReqType::PciConfig
+            | IoReqType::TimeOffset
+            | IoReqType::Invalidate
+            | IoReqType::ChassisTimer => true,
+            IoReqType::ChassisCharIn => false,
         };
-        if self.count == 0 || self.count > MAX_REPS || (single && self.count != 1) {
+        let private = matches!(ty, IoReqType::ChassisTimer | IoReqType::ChassisCharIn);
+        if private && (self.data_is_ptr || self.dir != IOREQ_WRITE) {
+            return Err(IoReqError::BadCount {
+                ty: self.ty,
+                count: self.count,
+            });
+        }
+        let max_count = match ty {
+            IoReqType::ChassisCharIn => 8,
+            _ => MAX_REPS,
+        };
+        if self.count == 0 || self.count > max_count || (single && self.count != 1) {
             return Err(IoReqError::BadCount {
                 ty: self.ty,
                 count: self.count,
@@ -243,6 +286,13 @@ impl IoReq {
             }
             // addr = SBDF << 32 | register; extended config space is 4 KiB.
             IoReqType::PciConfig if self.addr & 0xffff_ffff > 0xfff => {
+                return Err(IoReqError::BadAddress {
+                    ty: self.ty,
+                    addr: self.addr,
+                });
+            }
+            // Timer indices and UART numbers are small.
+            IoReqType::ChassisTimer | IoReqType::ChassisCharIn if self.addr > 3 => {
                 return Err(IoReqError::BadAddress {
                     ty: self.ty,
                     addr: self.addr,

@@ -23,7 +23,20 @@
 //! | 0x04c | 4 | number of virtio-mmio devices (0..=8) |
 //! | 0x050 | 8 × 24 | virtio-mmio devices: base u64, size u64, irq u32, kind u32 |
 //! | 0x110 | 128 × 4 | per-vCPU ioreq event-channel ports (unused entries 0) |
-//! | 0x310 | | end |
+//! | 0x310 | 8 | hypercall page gpa (the hypervisor filled it before entry) |
+//! | 0x318 | 8 | machine-config page gpa (read-only to the stub) |
+//! | 0x320 | 4 | machine-config length in bytes (1..=4096) |
+//! | 0x324 | 4 | platform-slot event-channel port (timer expiry, console input) |
+//! | 0x328 | 8 | wall-clock base: ns since the Unix epoch at guest time 0 |
+//! | 0x330 | 4 | flags: bit 0 = deterministic guest time; other bits zero |
+//! | 0x334 | 4 | self-test ([`SelfTest`]; 0 in production) |
+//! | 0x338 | 4 | upcall vector (32..=255) |
+//! | 0x33c | 4 | reserved, zero |
+//! | 0x340 | | end |
+//!
+//! The machine-config page holds `chassis_devices::machine::MachineConfig::encode`'s
+//! bytes: the stub domain builds its machine with the same `Machine::new` from the
+//! same config value as process mode.
 //!
 //! All gpas and sizes of pages are 4 KiB aligned. A virtio-mmio device is one
 //! register window of at most 4 KiB; `kind` is its virtio device id (1 net, 2 block,
@@ -48,6 +61,75 @@ const PAGE: u64 = 4096;
 const OFF_VIRTIO: usize = 0x50;
 const VIRTIO_ENTRY: usize = 24;
 const OFF_PORTS: usize = OFF_VIRTIO + MAX_VIRTIO * VIRTIO_ENTRY;
+const OFF_EXT: usize = OFF_PORTS + MAX_VCPUS * 4;
+
+/// The stub domain's physical memory map (chassis, version 1). The hypervisor backs
+/// exactly these ranges; any other access by the stub domain faults and stops it (and
+/// its guest) with a report.
+pub mod map {
+    /// Stub RAM starts at 0 and is `stub_ram_size` bytes.
+    pub const RAM_BASE: u64 = 0;
+    /// The start-info page.
+    pub const START_INFO: u64 = 0x1000;
+    /// The hypercall page.
+    pub const HYPERCALL_PAGE: u64 = 0x2000;
+    /// The unikernel's ELF is linked and loaded here (PT_LOAD at p_paddr), entered in
+    /// 32-bit flat protected mode with paging off and EBX = [`START_INFO`] (as PVH).
+    pub const IMAGE_BASE: u64 = 0x10_0000;
+    /// Shared pages, outside stub RAM: the ioreq page, the buffered ring, the
+    /// event-channel page, then the machine-config page.
+    pub const SHARED_BASE: u64 = 0x8000_0000;
+    pub const IOREQ_PAGE: u64 = SHARED_BASE;
+    pub const BUFIOREQ_PAGE: u64 = SHARED_BASE + 0x1000;
+    pub const EVTCHN_PAGE: u64 = SHARED_BASE + 0x2000;
+    pub const CONFIG_PAGE: u64 = SHARED_BASE + 0x3000;
+    pub const SHARED_END: u64 = SHARED_BASE + 0x4000;
+    /// virtio-mmio register windows, 4 KiB apart.
+    pub const VIRTIO_BASE: u64 = 0x9000_0000;
+    /// The guest's physical memory as a foreign window: guest gpa `g` is stub gpa
+    /// `GUEST_WINDOW + g`, for `g` below the window size (guest RAM ranges only; the
+    /// guest's holes in it fault).
+    pub const GUEST_WINDOW: u64 = 1 << 40;
+    /// The vector the event-channel upcall arrives on.
+    pub const UPCALL_VECTOR: u8 = 0xf3;
+    /// Smallest and default stub RAM.
+    pub const MIN_RAM: u64 = 2 << 20;
+    pub const DEFAULT_RAM: u64 = 4 << 20;
+    /// Largest stub RAM (it must stay below the shared pages).
+    pub const MAX_RAM: u64 = SHARED_BASE;
+}
+
+/// Test hooks a stub domain obeys at start-up, so tests can show how the hypervisor
+/// contains a misbehaving stub. Production configs never set them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum SelfTest {
+    None = 0,
+    /// Read a stub-physical address outside everything the hypervisor backs.
+    TouchOutside = 1,
+    /// Write to the guest window just past the guest's memory.
+    TouchPastGuest = 2,
+    /// Stop answering requests (spin with interrupts off) after start-up.
+    Hang = 3,
+    /// Panic after start-up.
+    Panic = 4,
+}
+
+impl SelfTest {
+    pub const fn from_raw(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(Self::None),
+            1 => Some(Self::TouchOutside),
+            2 => Some(Self::TouchPastGuest),
+            3 => Some(Self::Hang),
+            4 => Some(Self::Panic),
+            _ => None,
+        }
+    }
+}
+
+/// [`StubStartInfo::flags`] bit: guest time is virtual (instruction counts).
+pub const FLAG_DETERMINISTIC: u32 = 1;
 
 const _: () = assert!(StubStartInfo::SIZE <= 4096);
 
@@ -111,6 +193,14 @@ pub struct StubStartInfo {
     pub nr_virtio: u32,
     pub virtio: [Option<VirtioMmioDevice>; MAX_VIRTIO],
     pub ioreq_ports: [u32; MAX_VCPUS],
+    pub hypercall_page_gpa: u64,
+    pub config_page_gpa: u64,
+    pub config_len: u32,
+    pub platform_port: u32,
+    pub wall_clock_base_ns: u64,
+    pub flags: u32,
+    pub selftest: SelfTest,
+    pub upcall_vector: u32,
 }
 
 fn rd_u32(b: &[u8], off: usize) -> u32 {
@@ -149,7 +239,7 @@ impl Default for StubStartInfo {
 
 impl StubStartInfo {
     /// Bytes of the encoded structure.
-    pub const SIZE: usize = OFF_PORTS + MAX_VCPUS * 4;
+    pub const SIZE: usize = OFF_EXT + 0x30;
 
     /// An empty (not yet valid) record: no vCPUs, no devices, no console.
     pub const fn new() -> Self {
@@ -167,6 +257,14 @@ impl StubStartInfo {
             nr_virtio: 0,
             virtio: [None; MAX_VIRTIO],
             ioreq_ports: [0; MAX_VCPUS],
+            hypercall_page_gpa: 0,
+            config_page_gpa: 0,
+            config_len: 0,
+            platform_port: 0,
+            wall_clock_base_ns: 0,
+            flags: 0,
+            selftest: SelfTest::None,
+            upcall_vector: map::UPCALL_VECTOR as u32,
         }
     }
 
@@ -205,6 +303,22 @@ impl StubStartInfo {
         for (i, p) in self.ioreq_ports.iter().enumerate() {
             wr(&mut b, OFF_PORTS + i * 4, &p.to_le_bytes());
         }
+        wr(&mut b, OFF_EXT, &self.hypercall_page_gpa.to_le_bytes());
+        wr(&mut b, OFF_EXT + 0x08, &self.config_page_gpa.to_le_bytes());
+        wr(&mut b, OFF_EXT + 0x10, &self.config_len.to_le_bytes());
+        wr(&mut b, OFF_EXT + 0x14, &self.platform_port.to_le_bytes());
+        wr(
+            &mut b,
+            OFF_EXT + 0x18,
+            &self.wall_clock_base_ns.to_le_bytes(),
+        );
+        wr(&mut b, OFF_EXT + 0x20, &self.flags.to_le_bytes());
+        wr(
+            &mut b,
+            OFF_EXT + 0x24,
+            &(self.selftest as u32).to_le_bytes(),
+        );
+        wr(&mut b, OFF_EXT + 0x28, &self.upcall_vector.to_le_bytes());
         b
     }
 
@@ -270,6 +384,18 @@ impl StubStartInfo {
         for (i, p) in s.ioreq_ports.iter_mut().enumerate() {
             *p = rd_u32(b, OFF_PORTS + i * 4);
         }
+        s.hypercall_page_gpa = rd_u64(b, OFF_EXT);
+        s.config_page_gpa = rd_u64(b, OFF_EXT + 0x08);
+        s.config_len = rd_u32(b, OFF_EXT + 0x10);
+        s.platform_port = rd_u32(b, OFF_EXT + 0x14);
+        s.wall_clock_base_ns = rd_u64(b, OFF_EXT + 0x18);
+        s.flags = rd_u32(b, OFF_EXT + 0x20);
+        s.selftest = SelfTest::from_raw(rd_u32(b, OFF_EXT + 0x24))
+            .ok_or(StartInfoError::Invalid("selftest"))?;
+        s.upcall_vector = rd_u32(b, OFF_EXT + 0x28);
+        if rd_u32(b, OFF_EXT + 0x2c) != 0 {
+            return Err(StartInfoError::Invalid("reserved"));
+        }
         s.validate()?;
         Ok(s)
     }
@@ -277,8 +403,31 @@ impl StubStartInfo {
     /// Check every field against what the stub domain relies on.
     pub fn validate(&self) -> Result<(), StartInfoError> {
         let bad = |f| Err(StartInfoError::Invalid(f));
-        if self.nr_vcpus == 0 || self.nr_vcpus as usize > MAX_VCPUS {
+        if self.nr_vcpus == 0 || self.nr_vcpus > crate::ioreq::MAX_STUB_VCPUS {
             return bad("nr_vcpus");
+        }
+        let page = |v: u64| v != 0 && aligned(v);
+        if !page(self.hypercall_page_gpa) {
+            return bad("hypercall_page_gpa");
+        }
+        if !page(self.config_page_gpa) || self.config_len == 0 || self.config_len > 4096 {
+            return bad("config_page");
+        }
+        if !valid_port(self.platform_port)
+            || self.platform_port == self.bufioreq_port
+            || self
+                .ioreq_ports
+                .iter()
+                .take(self.nr_vcpus as usize)
+                .any(|&p| p == self.platform_port)
+        {
+            return bad("platform_port");
+        }
+        if self.flags & !FLAG_DETERMINISTIC != 0 {
+            return bad("flags");
+        }
+        if !(32..=255).contains(&self.upcall_vector) {
+            return bad("upcall_vector");
         }
         for (i, &p) in self.ioreq_ports.iter().enumerate() {
             let used = i < self.nr_vcpus as usize;
@@ -296,7 +445,6 @@ impl StubStartInfo {
                 return bad("ioreq_ports");
             }
         }
-        let page = |v: u64| v != 0 && aligned(v);
         if !page(self.ioreq_page_gpa) {
             return bad("ioreq_page_gpa");
         }
@@ -395,16 +543,22 @@ mod tests {
         });
         s.nr_virtio = 2;
         s.console_device = 1;
+        s.hypercall_page_gpa = map::HYPERCALL_PAGE;
+        s.config_page_gpa = map::CONFIG_PAGE;
+        s.config_len = 100;
+        s.platform_port = 13;
+        s.wall_clock_base_ns = 1_700_000_000_000_000_000;
+        s.flags = FLAG_DETERMINISTIC;
         s
     }
 
     #[test]
     fn layout_offsets() {
-        assert_eq!(StubStartInfo::SIZE, 0x310);
+        assert_eq!(StubStartInfo::SIZE, 0x340);
         let b = sample().to_bytes();
         assert_eq!(&b[0..4], b"CHSD");
         assert_eq!(b[4], 1);
-        assert_eq!(u32::from_le_bytes(b[8..12].try_into().unwrap()), 0x310);
+        assert_eq!(u32::from_le_bytes(b[8..12].try_into().unwrap()), 0x340);
         assert_eq!(b[0x0c], 7);
         assert_eq!(b[0x10], 2);
         assert_eq!(b[0x14], 12);
@@ -418,6 +572,12 @@ mod tests {
         assert_eq!(b[0x50 + 24 + 20], 3);
         assert_eq!(b[0x110], 10);
         assert_eq!(b[0x114], 11);
+        assert_eq!(&b[0x310..0x318], &0x2000u64.to_le_bytes());
+        assert_eq!(&b[0x318..0x320], &0x8000_3000u64.to_le_bytes());
+        assert_eq!(b[0x320], 100);
+        assert_eq!(b[0x324], 13);
+        assert_eq!(b[0x330], 1);
+        assert_eq!(b[0x338], 0xf3);
     }
 
     #[test]
@@ -470,9 +630,15 @@ mod tests {
 
     #[test]
     fn refuses_bad_fields() {
-        let cases: [fn(&mut StubStartInfo); 16] = [
+        let cases: [fn(&mut StubStartInfo); 22] = [
             |s| s.nr_vcpus = 0,
-            |s| s.nr_vcpus = 129,
+            |s| s.nr_vcpus = 128,
+            |s| s.hypercall_page_gpa = 0,
+            |s| s.config_len = 4097,
+            |s| s.platform_port = 12,
+            |s| s.platform_port = 11,
+            |s| s.flags = 2,
+            |s| s.upcall_vector = 31,
             |s| s.ioreq_ports[1] = 0,
             |s| s.ioreq_ports[1] = 1024,
             |s| s.ioreq_ports[2] = 13,
