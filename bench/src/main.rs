@@ -286,6 +286,7 @@ fn run_inproc(ctx: &Ctx, payload: &Path, backend: Backend) -> Result<Sample, Str
         debugcon: CharTarget::Null,
         deterministic: false,
         stop_on_output: None,
+        stubdom: None,
     };
     let t = Instant::now();
     let r = run_domain_with_stats(&cfg);

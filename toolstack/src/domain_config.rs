@@ -594,6 +594,7 @@ impl<'a> Builder<'a> {
                 debugcon,
                 deterministic,
                 stop_on_output: self.opts.stop_on_output.clone(),
+                stubdom: None,
             },
             inputs,
             outputs,

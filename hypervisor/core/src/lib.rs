@@ -22,6 +22,7 @@ pub mod kvm;
 pub mod loader;
 pub mod memory;
 pub mod platform;
+pub mod stubdom;
 pub mod xen_hypercall;
 
 pub use domain::RunStats;
@@ -80,6 +81,35 @@ pub struct DomainConfig {
     /// Stop with [`DomainExit::OutputMatched`] once COM1 or the debug console has
     /// printed this string (`chassis create --stop-on-output`; tests and benchmarks).
     pub stop_on_output: Option<String>,
+    /// `Some`: the device model runs in a stub domain of its own (stubdom mode);
+    /// `None`: in this process (process mode).
+    pub stubdom: Option<StubdomConfig>,
+}
+
+/// How to run a guest's stub domain (`device_model_stubdomain_override = 1`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StubdomConfig {
+    /// The `chassis-stubdom` unikernel ELF.
+    pub image: PathBuf,
+    /// Stub-domain RAM in KiB (`stubdomain_memkb`).
+    pub memory_kb: u64,
+    /// How long a guest vCPU waits for the stub domain's answer before the domain is
+    /// stopped as hung.
+    pub response_timeout: std::time::Duration,
+    /// Start-up test hook (`hypervisor_abi::stubdom::SelfTest` as a number; tests only).
+    pub selftest: u32,
+}
+
+impl StubdomConfig {
+    /// Defaults for an image: 4 MiB of RAM, a 10 s answer timeout, no self-test.
+    pub fn new(image: PathBuf) -> Self {
+        StubdomConfig {
+            image,
+            memory_kb: hypervisor_abi::stubdom::map::DEFAULT_RAM / 1024,
+            response_timeout: std::time::Duration::from_secs(10),
+            selftest: 0,
+        }
+    }
 }
 
 /// How a domain ended.

@@ -74,6 +74,7 @@ pub fn config_for(backend: Backend, tmp: &Tmp, payload: &[u8], vcpus: u32) -> Do
         debugcon: CharTarget::Null,
         deterministic: false,
         stop_on_output: None,
+        stubdom: None,
     }
 }
 
