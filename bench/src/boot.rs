@@ -1,5 +1,6 @@
 //! Boot to the init marker: Debian's kernel and the test initramfs (`make setup`:
 //! `cache/paths.env`), chassis `emu` (`chassis create`, one vCPU, host time) vs QEMU
+//! (the device model in process mode and in a stub domain) vs QEMU
 //! `-M pc -accel tcg` with the same kernel, initramfs, command line and memory, in the
 //! same run. Time = from starting the process to the arrival of
 //! `CHASSIS-MARKER: init reached` on its COM1 (stdout); median of the runs. The init
@@ -146,6 +147,14 @@ pub fn run(ctx: &Ctx, runs: usize, qemu: bool) -> bool {
         c.args(["create", "-q", "--stats"]).arg(&cfg);
         boot("chassis emu", c)
     };
+    let chassis_stub = || {
+        let mut c = Command::new(&ctx.chassis_bin);
+        c.args(["create", "-q", "--stats"])
+            .arg(&cfg)
+            .arg("device_model_stubdomain_override=1")
+            .env("CHASSIS_STUBDOM", &ctx.stubdom_image);
+        boot("chassis emu stubdom", c)
+    };
     let tcg = || {
         let mut c = Command::new(&ctx.qemu);
         c.args(["-M", "pc", "-accel", "tcg", "-m"])
@@ -158,7 +167,18 @@ pub fn run(ctx: &Ctx, runs: usize, qemu: bool) -> bool {
         boot("QEMU tcg", c)
     };
     let mut plan: Vec<(&str, &dyn Fn() -> Result<Boot, String>)> =
-        vec![("chassis emu (`chassis create`)", &chassis)];
+        vec![("chassis emu, process mode (`chassis create`)", &chassis)];
+    if ctx.stubdom_image.is_file() {
+        plan.push((
+            "chassis emu, stubdom mode (`chassis create`)",
+            &chassis_stub,
+        ));
+    } else {
+        println!(
+            "  {} not built (make build): stubdom row skipped",
+            ctx.stubdom_image.display()
+        );
+    }
     if qemu {
         plan.push(("QEMU -accel tcg", &tcg));
     }
@@ -198,7 +218,7 @@ pub fn run(ctx: &Ctx, runs: usize, qemu: bool) -> bool {
         .map(|r| r.1);
     println!();
     println!(
-        "| backend | to marker (median) | to exit (median) | ratio to chassis emu | guest instructions |"
+        "| backend | to marker (median) | to exit (median) | ratio to chassis emu process mode | guest instructions |"
     );
     println!("| --- | --- | --- | --- | --- |");
     for (name, m, t, insns) in &rows {

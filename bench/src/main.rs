@@ -32,7 +32,9 @@ use std::time::{Duration, Instant};
 
 use chassis_devices::profile::QEMU_XEN;
 use hypervisor_abi::pvh::FIRMWARE_BASE;
-use hypervisor_core::{Backend, CharTarget, DomainConfig, DomainExit, run_domain_with_stats};
+use hypervisor_core::{
+    Backend, CharTarget, DomainConfig, DomainExit, StubdomConfig, run_domain_with_stats,
+};
 
 /// XEN_ELFNOTE_PHYS32_ENTRY: the 32-bit PVH entry point, what QEMU's `-kernel` looks for.
 const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
@@ -233,6 +235,8 @@ fn tail(s: &str) -> &str {
 struct Ctx {
     dir: PathBuf,
     chassis_bin: PathBuf,
+    /// The stub-domain unikernel (`CHASSIS_STUBDOM`, else where `make build` puts it).
+    stubdom_image: PathBuf,
     qemu: String,
 }
 
@@ -246,13 +250,27 @@ impl Ctx {
     }
 }
 
-/// chassis on kvm, in this process.
-fn run_chassis_inproc(ctx: &Ctx, n: u32) -> Result<Sample, String> {
-    run_inproc(ctx, &ctx.payload_path(n), Backend::Kvm)
+/// chassis on `backend` in this process, the device model in process mode or in a stub
+/// domain.
+fn run_chassis_inproc(ctx: &Ctx, n: u32, backend: Backend, stub: bool) -> Result<Sample, String> {
+    let stubdom = match stub {
+        true => Some(StubdomConfig::new(ctx.stubdom_image.clone())),
+        false => None,
+    };
+    run_inproc_with(ctx, &ctx.payload_path(n), backend, stubdom)
 }
 
 /// chassis on `backend`, in this process, with `payload` as the firmware.
 fn run_inproc(ctx: &Ctx, payload: &Path, backend: Backend) -> Result<Sample, String> {
+    run_inproc_with(ctx, payload, backend, None)
+}
+
+fn run_inproc_with(
+    ctx: &Ctx,
+    payload: &Path,
+    backend: Backend,
+    stubdom: Option<StubdomConfig>,
+) -> Result<Sample, String> {
     let fifo = ctx.dir.join("com1.fifo");
     if !fifo.exists() {
         let ok = Command::new("mkfifo")
@@ -286,7 +304,7 @@ fn run_inproc(ctx: &Ctx, payload: &Path, backend: Backend) -> Result<Sample, Str
         debugcon: CharTarget::Null,
         deterministic: false,
         stop_on_output: None,
-        stubdom: None,
+        stubdom,
     };
     let t = Instant::now();
     let r = run_domain_with_stats(&cfg);
@@ -503,9 +521,18 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("chassis-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
+    let stubdom_image = std::env::var_os("CHASSIS_STUBDOM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            chassis_bin
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("../x86_64-unknown-none/stubdom/chassis-stubdom")
+        });
     let ctx = Ctx {
         dir: dir.clone(),
         chassis_bin,
+        stubdom_image,
         qemu: qemu.clone(),
     };
 
@@ -537,15 +564,47 @@ fn main() {
     // machine's PVM /dev/kvm cost ~10-20 us, but QEMU's SeaBIOS start-up there takes ~5 s
     // and varies by a few 100 ms, so the kvm rows use 20k/200k (2 s or more of loop);
     // TCG handles an `in` in well under a microsecond and needs 2M for a clear difference.
+    // The stub-domain rows cross to another (interpreted, on emu) VM per `in`: 10-100 us,
+    // so they use the kvm lengths; kvm stubdom runs the stub's kernel-mode code at PVM's
+    // ~1 M instructions/s, so its loop is short.
     let kvm_n = (20_000, 200_000);
+    let emu_n = (20_000, 200_000);
+    let stub_n = (2_000, 20_000);
+    let kvm_stub_n = (200, 2_000);
     let tcg_n = (200_000, 2_000_000);
+    let stub_ok = ctx.stubdom_image.is_file();
+    if !stub_ok {
+        println!(
+            "  {} not built (make build): stubdom rows skipped",
+            ctx.stubdom_image.display()
+        );
+    }
     let mut plan: Vec<(&'static str, (u32, u32), Runner)> = Vec::new();
+    plan.push((
+        "chassis emu, process mode (in-process)",
+        emu_n,
+        Box::new(|n| run_chassis_inproc(&ctx, n, Backend::Emu, false)),
+    ));
+    if stub_ok {
+        plan.push((
+            "chassis emu, stubdom mode (in-process)",
+            stub_n,
+            Box::new(|n| run_chassis_inproc(&ctx, n, Backend::Emu, true)),
+        ));
+    }
     if kvm {
         plan.push((
             "chassis kvm (in-process)",
             kvm_n,
-            Box::new(|n| run_chassis_inproc(&ctx, n)),
+            Box::new(|n| run_chassis_inproc(&ctx, n, Backend::Kvm, false)),
         ));
+        if stub_ok {
+            plan.push((
+                "chassis kvm, stubdom mode (in-process)",
+                kvm_stub_n,
+                Box::new(|n| run_chassis_inproc(&ctx, n, Backend::Kvm, true)),
+            ));
+        }
         if ctx.chassis_bin.exists() {
             plan.push((
                 "chassis kvm (CLI)",
@@ -589,15 +648,23 @@ fn main() {
     }
 
     if !rows.is_empty() {
-        let first = rows.first().filter(|r| r.name.starts_with("chassis kvm"));
-        let base = first.map(|r| r.per_pio_us);
-        let base_m = first.and_then(|r| r.marker_us);
+        // Each row against chassis's process mode on the same kind of CPU: the kvm rows
+        // (chassis stubdom, QEMU kvm) against chassis kvm, the others against chassis emu.
+        let find = |name: &str| rows.iter().find(|r: &&Row| r.name == name);
+        let emu_base = find("chassis emu, process mode (in-process)");
+        let kvm_base = find("chassis kvm (in-process)");
         println!();
         println!(
-            "| backend | N1 / N2 | start-to-exit t(N1) / t(N2) | per-PIO (difference) | ratio vs chassis kvm | per-PIO (markers, ratio) | exits per `in` |"
+            "| backend | N1 / N2 | start-to-exit t(N1) / t(N2) | per-PIO (difference) | ratio vs chassis process mode (kvm rows: kvm; others: emu) | per-PIO (markers, ratio) | exits per `in` |"
         );
         println!("| --- | --- | --- | --- | --- | --- | --- |");
         for r in &rows {
+            let b = match r.name.contains("kvm") {
+                true => kvm_base,
+                false => emu_base,
+            };
+            let base = b.map(|b| b.per_pio_us);
+            let base_m = b.and_then(|b| b.marker_us);
             println!(
                 "| {} | {} / {} | {:.3} s / {:.3} s | {:.3} µs | {} | {} | {} |",
                 r.name,
