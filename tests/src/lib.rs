@@ -13,6 +13,66 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chassis_devices::profile::Profile;
 
+/// Where the device model runs: the two modes every boot test runs in (issue [4]: the
+/// test matrix). The mode is one config line; everything else about a boot is the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// In the `chassis` process (`device_model_stubdomain_override = 0`).
+    Process,
+    /// In a stub domain of its own (`device_model_stubdomain_override = 1`).
+    Stubdom,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 2] = [Mode::Process, Mode::Stubdom];
+
+    /// The config line selecting this mode.
+    pub fn config_line(self) -> &'static str {
+        match self {
+            Mode::Process => "device_model_stubdomain_override = 0",
+            Mode::Stubdom => "device_model_stubdomain_override = 1",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Process => "process mode",
+            Mode::Stubdom => "stubdom mode",
+        }
+    }
+
+    /// A short tag for file and domain names.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Mode::Process => "proc",
+            Mode::Stubdom => "stub",
+        }
+    }
+}
+
+/// One test body, one `#[test]` per device-model [`Mode`]:
+/// `mode_matrix! { fn name(mode) { ... } }` gives `name::process_mode` and
+/// `name::stubdom_mode`, so a failure names its mode and both always run.
+#[macro_export]
+macro_rules! mode_matrix {
+    ($(#[$meta:meta])* fn $name:ident($mode:ident) $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            fn body($mode: $crate::Mode) $body
+            #[test]
+            fn process_mode() {
+                body($crate::Mode::Process)
+            }
+            #[test]
+            fn stubdom_mode() {
+                body($crate::Mode::Stubdom)
+            }
+        }
+    };
+}
+
 /// The workspace root (the directory holding `Makefile` and `target/`).
 pub fn repo_root() -> PathBuf {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -6,8 +6,10 @@
 //! * Debian's SeaBIOS down its Xen path reaching its boot attempt (as seabios.rs on kvm),
 //!   with the `vmcall` hypercall page.
 //! * Deterministic mode: two SeaBIOS boots stopped at the boot prompt
-//!   (`--stop-on-output "Booting from"`) retire exactly the same number of instructions
-//!   (`--stats`) and print byte-identical debug-console logs.
+//!   (`--stop-on-output "Booting from"`), one per device-model mode, retire exactly the
+//!   same number of instructions (`--stats`) and print byte-identical debug-console logs.
+//!
+//! Every boot runs in both device-model modes (`mode_matrix!`).
 //!
 //! Needs the release `chassis` (`make build`; `CHASSIS_BIN` or `CARGO_TARGET_DIR` point
 //! elsewhere) and, for SeaBIOS, `cache/x/seabios/.../bios-256k.bin` (`make setup`).
@@ -16,8 +18,8 @@
 
 use chassis_devices::profile::{ALL, QEMU_XEN};
 use chassis_tests::{
-    RunResult, TempDir, chassis_bin, check_diagnostic_boot, repo_root, run_with_timeout,
-    skip_without_emu, tail,
+    Mode, RunResult, TempDir, chassis_bin, check_diagnostic_boot, mode_matrix, repo_root,
+    run_with_timeout, skip_without_emu, tail,
 };
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -42,8 +44,8 @@ fn seabios_or_skip(test: &str) -> Option<PathBuf> {
     None
 }
 
-#[test]
-fn firmware_diagnostic_boot_on_emu_matches_every_profile() {
+mode_matrix! {
+fn firmware_diagnostic_boot_on_emu_matches_every_profile(mode) {
     if skip_without_emu("firmware_diagnostic_boot_on_emu_matches_every_profile") {
         return;
     }
@@ -54,7 +56,8 @@ fn firmware_diagnostic_boot_on_emu_matches_every_profile() {
         .map(|p| (*p, ""))
         .chain([(&QEMU_XEN, "deterministic = 1")]);
     for (profile, extra) in runs {
-        let problems = check_diagnostic_boot(profile, "emu", extra, DIAG_TIMEOUT);
+        let extra = format!("{extra}\n{}", mode.config_line());
+        let problems = check_diagnostic_boot(profile, "emu", &extra, DIAG_TIMEOUT);
         if !problems.is_empty() {
             failures.push(format!(
                 "=== profile {} on emu {extra} ===\n{}",
@@ -64,6 +67,7 @@ fn firmware_diagnostic_boot_on_emu_matches_every_profile() {
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
+}
 }
 
 /// A SeaBIOS config on emu; COM1 and the debug console go to files in `dir`.
@@ -91,16 +95,16 @@ fn seabios_cfg(dir: &Path, bios: &Path, extra: &str) -> PathBuf {
     cfg
 }
 
-#[test]
-fn seabios_reaches_its_boot_attempt_on_emu() {
+mode_matrix! {
+fn seabios_reaches_its_boot_attempt_on_emu(mode) {
     if skip_without_emu("seabios_reaches_its_boot_attempt_on_emu") {
         return;
     }
     let Some(bios) = seabios_or_skip("seabios_reaches_its_boot_attempt_on_emu") else {
         return;
     };
-    let tmp = TempDir::new("seabios-emu");
-    let cfg = seabios_cfg(tmp.path(), &bios, "");
+    let tmp = TempDir::new(&format!("seabios-emu-{}", mode.tag()));
+    let cfg = seabios_cfg(tmp.path(), &bios, mode.config_line());
     let debugcon = tmp.path().join("debugcon.log");
     // chassis stops by itself at "No bootable device"; the test also stops it (its own
     // child, by handle) once a boot attempt is logged, as seabios.rs does on kvm.
@@ -169,14 +173,22 @@ fn seabios_reaches_its_boot_attempt_on_emu() {
         log.contains("Using pmtimer, ioport 0xb008"),
         "no PM timer\n{context}"
     );
-    eprintln!("SeaBIOS on emu reached its boot attempt in {elapsed:.1?}");
+    eprintln!(
+        "SeaBIOS on emu ({}) reached its boot attempt in {elapsed:.1?}",
+        mode.name()
+    );
+}
 }
 
 /// `chassis create --stats --stop-on-output STOP` of a deterministic SeaBIOS boot:
 /// (run result, instructions, debugcon log).
-fn deterministic_boot(bios: &Path, stop: &str) -> (RunResult, Option<u64>, String) {
-    let tmp = TempDir::new("seabios-det");
-    let cfg = seabios_cfg(tmp.path(), bios, "deterministic = 1");
+fn deterministic_boot(bios: &Path, stop: &str, mode: Mode) -> (RunResult, Option<u64>, String) {
+    let tmp = TempDir::new(&format!("seabios-det-{}", mode.tag()));
+    let cfg = seabios_cfg(
+        tmp.path(),
+        bios,
+        &format!("deterministic = 1\n{}", mode.config_line()),
+    );
     let mut cmd = Command::new(chassis_bin());
     cmd.arg("create")
         .arg("--stats")
@@ -195,6 +207,10 @@ fn deterministic_boot(bios: &Path, stop: &str) -> (RunResult, Option<u64>, Strin
     (run, instructions, log)
 }
 
+/// The same deterministic boot in process mode and in stubdom mode, side by side: every
+/// guest-visible effect of the stub domain is synchronous and guest time stands still
+/// while it works, so the guest cannot tell the modes apart: same instruction count,
+/// same bytes (and each mode is deterministic, or the two would not agree).
 #[test]
 fn deterministic_seabios_boots_retire_identical_instruction_counts() {
     const TEST: &str = "deterministic_seabios_boots_retire_identical_instruction_counts";
@@ -205,19 +221,27 @@ fn deterministic_seabios_boots_retire_identical_instruction_counts() {
         return;
     };
     const STOP: &str = "Booting from";
-    let (a, ia, la) = deterministic_boot(&bios, STOP);
-    assert!(
-        a.success() && ia.is_some_and(|n| n > 0) && la.ends_with(STOP),
-        "first run did not stop at {STOP:?}: {ia:?} instructions\n{}\n--- debugcon ---\n{}",
-        a.describe(),
-        tail(&la, 30)
+    let ((a, ia, la), (b, ib, lb)) = thread::scope(|s| {
+        let a = s.spawn(|| deterministic_boot(&bios, STOP, Mode::Process));
+        let b = s.spawn(|| deterministic_boot(&bios, STOP, Mode::Stubdom));
+        (a.join().expect("process"), b.join().expect("stubdom"))
+    });
+    for (mode, r, i, l) in [(Mode::Process, &a, ia, &la), (Mode::Stubdom, &b, ib, &lb)] {
+        assert!(
+            r.success() && i.is_some_and(|n| n > 0) && l.ends_with(STOP),
+            "{} run did not stop at {STOP:?}: {i:?} instructions\n{}\n--- debugcon ---\n{}",
+            mode.name(),
+            r.describe(),
+            tail(l, 30)
+        );
+    }
+    assert_eq!(
+        ia, ib,
+        "instruction counts differ between process and stubdom mode"
     );
-    let (b, ib, lb) = deterministic_boot(&bios, STOP);
-    assert!(b.success(), "second run: {}", b.describe());
-    assert_eq!(ia, ib, "instruction counts differ between identical runs");
     assert_eq!(
         la, lb,
-        "debug console output differs between identical runs"
+        "debug console output differs between process and stubdom mode"
     );
     eprintln!(
         "deterministic SeaBIOS to {STOP:?}: {} instructions, {:.1?} and {:.1?}",

@@ -4,23 +4,23 @@
 //! exits 0. The printed IDs must be exactly what the chipset profile says.
 //!
 //! Needs `target/release/chassis` (`make build`) and a read-write /dev/kvm; without
-//! /dev/kvm it prints `SKIPPED: no /dev/kvm` and passes.
+//! /dev/kvm it prints `SKIPPED: no /dev/kvm` and passes. Runs in both device-model modes.
 
 use chassis_devices::profile::ALL;
-use chassis_tests::{chassis_bin, check_diagnostic_boot, skip_without_kvm};
+use chassis_tests::{chassis_bin, check_diagnostic_boot, mode_matrix, skip_without_kvm};
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-#[test]
-fn firmware_diagnostic_boot_matches_every_profile() {
-    if skip_without_kvm("firmware_diagnostic_boot_matches_every_profile") {
+mode_matrix! {
+fn firmware_diagnostic_boot_matches_every_profile(mode) {
+    if skip_without_kvm(&format!("firmware_diagnostic_boot_matches_every_profile ({})", mode.name())) {
         return;
     }
     chassis_bin(); // fail early with "run make build first"
     let mut failures = Vec::new();
     for profile in ALL {
-        let problems = check_diagnostic_boot(profile, "kvm", "", TIMEOUT);
+        let problems = check_diagnostic_boot(profile, "kvm", mode.config_line(), TIMEOUT);
         if !problems.is_empty() {
             failures.push(format!(
                 "=== profile {} ===\n{}",
@@ -30,4 +30,5 @@ fn firmware_diagnostic_boot_matches_every_profile() {
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
+}
 }

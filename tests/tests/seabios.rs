@@ -11,7 +11,7 @@
 //! `SKIPPED: ...` and passes. The domain does not power off by itself (SeaBIOS retries the
 //! boot after 60 s), so the test kills it once the boot attempt is logged.
 
-use chassis_tests::{TempDir, chassis_bin, repo_root, skip_without_kvm, tail};
+use chassis_tests::{TempDir, chassis_bin, mode_matrix, repo_root, skip_without_kvm, tail};
 use std::fs;
 use std::process::{Command, Stdio};
 use std::thread;
@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 const TIMEOUT: Duration = Duration::from_secs(120);
 const SEABIOS: &str = "cache/x/seabios/usr/share/seabios/bios-256k.bin";
 
-#[test]
-fn seabios_reaches_its_boot_attempt_on_kvm() {
-    if skip_without_kvm("seabios_reaches_its_boot_attempt_on_kvm") {
+mode_matrix! {
+fn seabios_reaches_its_boot_attempt_on_kvm(mode) {
+    if skip_without_kvm(&format!("seabios_reaches_its_boot_attempt_on_kvm ({})", mode.name())) {
         return;
     }
     if !repo_root().join(SEABIOS).is_file() {
@@ -33,7 +33,7 @@ fn seabios_reaches_its_boot_attempt_on_kvm() {
         eprintln!();
         return;
     }
-    let tmp = TempDir::new("seabios");
+    let tmp = TempDir::new(&format!("seabios-{}", mode.tag()));
     let debugcon = tmp.path().join("debugcon.log");
     let com1 = tmp.path().join("com1.log");
     let cfg_path = tmp.path().join("seabios.cfg");
@@ -47,9 +47,11 @@ fn seabios_reaches_its_boot_attempt_on_kvm() {
              bios = \"seabios\"\n\
              serial = \"file:{}\"\n\
              debugcon = \"file:{}\"\n\
-             cpu_backend = \"kvm\"\n",
+             cpu_backend = \"kvm\"\n\
+             {}\n",
             com1.display(),
-            debugcon.display()
+            debugcon.display(),
+            mode.config_line()
         ),
     )
     .expect("write config");
@@ -135,4 +137,5 @@ fn seabios_reaches_its_boot_attempt_on_kvm() {
         log.contains("Using pmtimer, ioport 0xb008"),
         "no PM timer from the FADT\n{context}"
     );
+}
 }
