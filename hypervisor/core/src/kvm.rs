@@ -57,7 +57,23 @@ pub struct KvmVm<'m> {
     run_size: usize,
     vcpus: u32,
     mem: &'m GuestMemory,
+    /// A stub domain's VM ([`KvmVm::new_bare`]): no in-kernel irqchip, so HLT reaches
+    /// user space and interrupts are injected with KVM_INTERRUPT; the hypercall port is
+    /// handed to the caller instead of the Xen hypercall handler.
+    bare: bool,
 }
+
+/// One memory slot of a bare VM: `size` bytes at guest-physical `gpa`, backed by host
+/// memory at `host`.
+#[derive(Clone, Copy, Debug)]
+pub struct HostSlot {
+    pub gpa: u64,
+    pub size: u64,
+    pub host: *mut u8,
+}
+
+/// KVM_INTERRUPT: _IOW(KVMIO, 0x86, struct kvm_interrupt). kvm-ioctls has no wrapper.
+const KVM_INTERRUPT: libc::c_ulong = 0x4004_ae86;
 
 /// Open /dev/kvm, mapping failure to `BackendUnavailable` with the errno text.
 pub fn open_kvm() -> Result<Kvm, Error> {
@@ -130,6 +146,49 @@ impl<'m> KvmVm<'m> {
             run_size,
             vcpus,
             mem,
+            bare: false,
+        })
+    }
+
+    /// A one-vCPU VM for a stub domain: the given memory slots only (no irqchip, no PIT),
+    /// KVM's own CPUID. `mem` is the stub's RAM (for its crash reports and the vCPU).
+    ///
+    /// # Safety
+    /// Every slot's host range must stay mapped, readable and writable for as long as
+    /// the VM exists, and slots must not overlap in guest-physical space.
+    pub unsafe fn new_bare(mem: &'m GuestMemory, slots: &[HostSlot]) -> Result<KvmVm<'m>, Error> {
+        let kvm = open_kvm()?;
+        let run_size = kvm
+            .get_vcpu_mmap_size()
+            .map_err(kvm_err("KVM_GET_VCPU_MMAP_SIZE"))?;
+        let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+        vm.set_tss_address(KVM_TSS_ADDR as usize)
+            .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+        for (slot, r) in slots.iter().enumerate() {
+            let region = kvm_userspace_memory_region {
+                slot: slot as u32,
+                flags: 0,
+                guest_phys_addr: r.gpa,
+                memory_size: r.size,
+                userspace_addr: r.host as u64,
+            };
+            // SAFETY: the caller guarantees the host range outlives the VM and that
+            // slots do not overlap.
+            unsafe { vm.set_user_memory_region(region) }
+                .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+        }
+        let cpuid = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+        install_kick_handler();
+        Ok(KvmVm {
+            _kvm: kvm,
+            vm,
+            cpuid,
+            run_size,
+            vcpus: 1,
+            mem,
+            bare: true,
         })
     }
 
@@ -166,6 +225,7 @@ impl<'m> KvmVm<'m> {
             run_size: self.run_size,
             kick,
             mem: self.mem,
+            bare: self.bare,
         })
     }
 }
@@ -391,6 +451,9 @@ pub struct KvmVcpu<'m> {
     kick: Arc<KvmKick>,
     /// For the Xen hypercall page and hypercall buffers.
     mem: &'m GuestMemory,
+    /// A stub domain's vCPU: OUTs to the hypercall port come back as
+    /// [`Exit::PioOut`] for the stub-domain doorbell ([`KvmVcpu::regs`]).
+    bare: bool,
 }
 
 enum Raw {
@@ -404,6 +467,42 @@ enum Raw {
 }
 
 impl KvmVcpu<'_> {
+    /// The general registers (a stub domain's hypercall arguments).
+    pub fn regs(&self) -> Result<kvm_bindings::kvm_regs, Error> {
+        self.fd.get_regs().map_err(kvm_err("KVM_GET_REGS"))
+    }
+
+    /// Set the general registers (a hypercall's result in RAX).
+    pub fn set_regs(&self, regs: &kvm_bindings::kvm_regs) -> Result<(), Error> {
+        self.fd.set_regs(regs).map_err(kvm_err("KVM_SET_REGS"))
+    }
+
+    /// Inject external interrupt `vector` (bare VMs only, where no in-kernel LAPIC
+    /// does it). `Ok(false)`: the vCPU cannot take an interrupt now (IF = 0 or an
+    /// interrupt shadow); nothing was injected.
+    pub fn inject_interrupt(&mut self, vector: u8) -> Result<bool, Error> {
+        if !self.bare || self.fd.get_kvm_run().ready_for_interrupt_injection == 0 {
+            return Ok(false);
+        }
+        use std::os::fd::AsRawFd;
+        let irq = kvm_bindings::kvm_interrupt { irq: vector as u32 };
+        // SAFETY: KVM_INTERRUPT reads one kvm_interrupt from the pointer, which is valid
+        // for the call.
+        let rc = unsafe { libc::ioctl(self.fd.as_raw_fd(), KVM_INTERRUPT, &irq) };
+        if rc != 0 {
+            return Err(Error::Kvm {
+                op: "KVM_INTERRUPT",
+                err: io::Error::last_os_error(),
+            });
+        }
+        Ok(true)
+    }
+
+    /// Start in PVH state (32-bit flat protected mode at `b.entry`, EBX = start info).
+    pub fn set_boot_state(&self, b: BootState) -> Result<(), Error> {
+        set_pvh_state(&self.fd, b)
+    }
+
     /// The hypercall stub's OUT: registers in, result in RAX. KVM completes the OUT (and
     /// advances RIP) on the next KVM_RUN.
     fn xen_hypercall(&mut self) -> Result<(), Error> {
@@ -432,7 +531,9 @@ impl Vcpu for KvmVcpu<'_> {
 
     fn run(&mut self) -> Result<Exit<'_>, Error> {
         let raw = match self.fd.run() {
-            Ok(VcpuExit::IoOut(xen::HYPERCALL_PORT, d)) if d.len() == 4 => Raw::Hypercall,
+            Ok(VcpuExit::IoOut(xen::HYPERCALL_PORT, d)) if d.len() == 4 && !self.bare => {
+                Raw::Hypercall
+            }
             Ok(VcpuExit::IoIn(..)) | Ok(VcpuExit::IoOut(..)) => Raw::Io,
             Ok(VcpuExit::X86Wrmsr(w)) => {
                 let ok = w.index == xen::HYPERCALL_MSR
