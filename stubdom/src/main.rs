@@ -45,8 +45,10 @@ mod stub {
     #[global_allocator]
     static HEAP: StubHeap = StubHeap::empty();
 
-    /// Idle turns polled before going to sleep on the upcall.
-    const SPIN_TURNS: u32 = 2000;
+    /// Idle turns polled before going to sleep on the upcall (a turn with two slots is
+    /// about 70 instructions: ~70 k instructions, a few ms on the software CPU, tens of
+    /// µs on hardware).
+    const SPIN_TURNS: u32 = 1024;
     /// The boot map covers this much (rt/entry.rs).
     const BOOT_MAP_END: u64 = 1 << 30;
     /// An address nothing maps (SelfTest::TouchOutside).
