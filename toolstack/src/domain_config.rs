@@ -25,7 +25,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use chassis_devices::profile;
-use hypervisor_core::{Backend, CharTarget, DomainConfig};
+use hypervisor_abi::stubdom::{SelfTest, map};
+use hypervisor_core::{Backend, CharTarget, DomainConfig, StubdomConfig};
 
 use crate::config::{Config, Loc, Node, Setting, Value, parse_number};
 
@@ -39,9 +40,13 @@ pub const MAX_MEMORY_MIB: u64 = 64 * 1024;
 pub const MAX_VCPUS: u64 = 128;
 /// Unknown keys warned about one by one; the rest are counted.
 const MAX_UNKNOWN_WARNINGS: usize = 50;
-/// The stub-domain refusal (issue [4]).
-pub const STUBDOM_NOT_YET: &str = "stub-domain device model (device_model_stubdomain_override = 1) \
-     is not implemented yet (issue [4]); remove the key or set it to 0";
+/// The stub domain on the kvm backend is not there yet.
+pub const STUBDOM_NEEDS_EMU: &str = "device_model_stubdomain_override = 1 needs \
+     cpu_backend = \"emu\" for now (a stub domain on kvm is not implemented yet)";
+/// What `inputs` calls the stub-domain image.
+pub const STUBDOM_WHAT: &str = "stub-domain image";
+/// Most seconds `stubdomain_response_timeout` accepts.
+pub const MAX_STUBDOM_TIMEOUT_S: u64 = 3600;
 
 /// A located message: `place: msg` (place is `file:line:col`, `file:line` or `file`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,6 +104,9 @@ pub struct Options {
     pub debugcon: Option<PathBuf>,
     /// `--stop-on-output STRING` from the command line.
     pub stop_on_output: Option<String>,
+    /// The stub-domain unikernel image (`$CHASSIS_STUBDOM` or next to the executable);
+    /// only read with `device_model_stubdomain_override = 1`.
+    pub stubdom_image: PathBuf,
 }
 
 /// A file the domain will read or write, and the key that named it.
@@ -342,6 +350,9 @@ const XL_KEYS: &[(&str, Policy)] = &[
     ("stubdomain_ramdisk", Policy::Stubdom),
     ("stubdomain_memory", Policy::Stubdom),
     ("stubdomain_memkb", Policy::Stubdom),
+    // chassis test hooks of the stub domain.
+    ("stubdomain_selftest", Policy::Stubdom),
+    ("stubdomain_response_timeout", Policy::Stubdom),
     ("device_model_stubdomain_seclabel", Policy::Stubdom),
     // Other architectures and PV-only keys.
     ("device_tree", Policy::Ignore),
@@ -565,9 +576,9 @@ impl<'a> Builder<'a> {
         let profile = self.profile();
         let backend = self.backend();
         let deterministic = self.deterministic(backend);
-        self.stubdom();
-        self.actions();
         let mut inputs = Vec::new();
+        let stubdom = self.stubdom(backend, &mut inputs);
+        self.actions();
         let mut outputs = Vec::new();
         let (kernel, ramdisk, cmdline) = self.boot(&mut inputs);
         let bios = self.seabios(kernel.is_some(), &mut inputs);
@@ -594,7 +605,7 @@ impl<'a> Builder<'a> {
                 debugcon,
                 deterministic,
                 stop_on_output: self.opts.stop_on_output.clone(),
-                stubdom: None,
+                stubdom,
             },
             inputs,
             outputs,
@@ -807,16 +818,109 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// `device_model_stubdomain_override`; returns whether a stub domain was asked for.
-    fn stubdom(&mut self) -> bool {
-        let Some((v, s)) = self.number("device_model_stubdomain_override", "0 or 1") else {
-            return false;
-        };
-        if v != 0 {
-            self.error_at(&s.value.at, STUBDOM_NOT_YET);
-            return true;
+    /// `device_model_stubdomain_override` and the stub domain's keys: `Some` for stubdom
+    /// mode.
+    fn stubdom(&mut self, backend: Backend, inputs: &mut Vec<FileRef>) -> Option<StubdomConfig> {
+        let (v, s) = self.number("device_model_stubdomain_override", "0 or 1")?;
+        match v {
+            0 => return None,
+            1 => {}
+            _ => {
+                self.error_at(
+                    &s.value.at,
+                    format!("device_model_stubdomain_override = {v}: must be 0 or 1"),
+                );
+                return None;
+            }
         }
-        false
+        if backend != Backend::Emu {
+            self.error_at(&s.value.at, STUBDOM_NEEDS_EMU);
+        }
+        let mut sc = StubdomConfig::new(self.opts.stubdom_image.clone());
+        inputs.push(FileRef {
+            what: STUBDOM_WHAT,
+            path: sc.image.clone(),
+            at: Some(s.value.at.clone()),
+        });
+        // Ours is a built-in unikernel: no kernel, command line or ramdisk of its own.
+        for key in [
+            "stubdomain_kernel",
+            "stubdomain_cmdline",
+            "stubdomain_ramdisk",
+        ] {
+            if let Some(k) = self.get(key) {
+                self.error_at(
+                    &k.at,
+                    format!(
+                        "{key} is not supported: the chassis stub domain is a built-in \
+                         unikernel (set CHASSIS_STUBDOM to run another image)"
+                    ),
+                );
+            }
+        }
+        let kb = self.number("stubdomain_memkb", "a size in KiB");
+        let mib = self.number("stubdomain_memory", "a size in MiB");
+        let min_kb = map::MIN_RAM / 1024;
+        let max_kb = map::MAX_RAM / 1024;
+        let pick = match (kb, mib) {
+            (Some(_), Some((_, m))) => {
+                self.error_at(
+                    &m.at,
+                    "set only one of stubdomain_memkb and stubdomain_memory",
+                );
+                None
+            }
+            (Some((k, s)), None) => Some((k, s, "stubdomain_memkb", k.to_string())),
+            (None, Some((m, s))) => Some((
+                m.saturating_mul(1024),
+                s,
+                "stubdomain_memory",
+                format!("{m} (MiB)"),
+            )),
+            (None, None) => None,
+        };
+        if let Some((k, s, key, shown)) = pick {
+            if !k.is_multiple_of(4) {
+                self.error_at(
+                    &s.value.at,
+                    format!("{key} = {shown}: must be a whole number of 4 KiB pages"),
+                );
+            } else if k < min_kb || k >= max_kb {
+                self.error_at(
+                    &s.value.at,
+                    format!(
+                        "{key} = {shown}: stub-domain RAM must be at least {min_kb} KiB and \
+                         below {max_kb} KiB"
+                    ),
+                );
+            } else {
+                sc.memory_kb = k;
+            }
+        }
+        if let Some((t, s)) = self.number("stubdomain_selftest", "0 to 4") {
+            if SelfTest::from_raw(t.min(u32::MAX as u64) as u32).is_some() && t <= 4 {
+                sc.selftest = t as u32;
+            } else {
+                self.error_at(
+                    &s.value.at,
+                    format!("stubdomain_selftest = {t}: must be 0 to 4 (a test hook)"),
+                );
+            }
+        }
+        if let Some((t, s)) = self.number("stubdomain_response_timeout", "seconds") {
+            if (1..=MAX_STUBDOM_TIMEOUT_S).contains(&t) {
+                sc.response_timeout = std::time::Duration::from_secs(t);
+            } else {
+                self.error_at(
+                    &s.value.at,
+                    format!(
+                        "stubdomain_response_timeout = {t}: must be 1 to \
+                         {MAX_STUBDOM_TIMEOUT_S} seconds"
+                    ),
+                );
+            }
+        }
+        Some(sc)
     }
 
     fn actions(&mut self) {
@@ -1148,6 +1252,12 @@ pub fn preflight(c: &Checked) -> Vec<Diag> {
                  bios_path_override)",
             );
         }
+        if f.what == STUBDOM_WHAT {
+            why.push_str(
+                " (build it with `make build`, or `cargo build --profile stubdom -p \
+                 chassis-stubdom --target x86_64-unknown-none`; or set CHASSIS_STUBDOM)",
+            );
+        }
         out.push(Diag::at(
             f.at.as_ref(),
             false,
@@ -1194,8 +1304,12 @@ pub fn summary(d: &DomainConfig) -> String {
         Backend::Emu => "emu",
     };
     let s = if d.vcpus == 1 { "" } else { "s" };
+    let dm = match &d.stubdom {
+        Some(sc) => format!(", stub domain ({} KiB)", sc.memory_kb),
+        None => String::new(),
+    };
     format!(
-        "{}, {backend}, {} MiB, {} vCPU{s}",
+        "{}, {backend}, {} MiB, {} vCPU{s}{dm}",
         d.profile.name, d.memory_mib, d.vcpus
     )
 }
@@ -1258,12 +1372,26 @@ pub fn render(d: &DomainConfig) -> String {
     if d.deterministic {
         line("deterministic", "1".into());
     }
+    if let Some(sc) = &d.stubdom {
+        line("device_model_stubdomain_override", "1".into());
+        line("stubdomain_memkb", sc.memory_kb.to_string());
+        if sc.selftest != 0 {
+            line("stubdomain_selftest", sc.selftest.to_string());
+        }
+        line(
+            "stubdomain_response_timeout",
+            sc.response_timeout.as_secs().to_string(),
+        );
+    }
     line("serial", quote(&char_target_text(&d.serial)));
     line("debugcon", quote(&char_target_text(&d.debugcon)));
     line("on_poweroff", quote("destroy"));
     line("on_reboot", quote("destroy"));
     line("on_crash", quote("destroy"));
     out.push_str(&format!("# firmware: {}\n", d.firmware.display()));
+    if let Some(sc) = &d.stubdom {
+        out.push_str(&format!("# stub-domain image: {}\n", sc.image.display()));
+    }
     out
 }
 
@@ -1278,6 +1406,7 @@ mod tests {
             firmware: PathBuf::from("/fw/chassis-firmware"),
             debugcon: None,
             stop_on_output: None,
+            stubdom_image: PathBuf::from("/sd/chassis-stubdom"),
         }
     }
 
@@ -1653,25 +1782,87 @@ mod tests {
                 .1
                 .is_empty()
         );
+        assert!(
+            ok(&with("device_model_stubdomain_override = 0"))
+                .0
+                .stubdom
+                .is_none()
+        );
+        let emu = "cpu_backend = 'emu'\ndevice_model_stubdomain_override = 1";
+        if hypervisor_emu::AVAILABLE {
+            let (c, d) = check(&with(emu));
+            let c = c.unwrap();
+            assert!(d.warnings.is_empty(), "{:?}", d.warnings);
+            let sc = c.domain.stubdom.clone().unwrap();
+            assert_eq!(sc.image, PathBuf::from("/sd/chassis-stubdom"));
+            assert_eq!(sc.memory_kb, 4096);
+            assert_eq!(sc.selftest, 0);
+            assert_eq!(sc.response_timeout, std::time::Duration::from_secs(10));
+            assert!(
+                c.inputs
+                    .iter()
+                    .any(|f| f.what == STUBDOM_WHAT && f.path == sc.image)
+            );
+            assert!(render(&c.domain).contains("device_model_stubdomain_override = 1\n"));
+            assert!(summary(&c.domain).ends_with("stub domain (4096 KiB)"));
+            // Sizes, test hooks, timeout.
+            let (c, _) = ok(&with(&format!(
+                "{emu}\nstubdomain_memkb = 8192\nstubdomain_selftest = 2\nstubdomain_response_timeout = 3"
+            )));
+            let sc = c.stubdom.unwrap();
+            assert_eq!(
+                (sc.memory_kb, sc.selftest, sc.response_timeout.as_secs()),
+                (8192, 2, 3)
+            );
+            let (c, _) = ok(&with(&format!("{emu}\nstubdomain_memory = 16")));
+            assert_eq!(c.stubdom.unwrap().memory_kb, 16384);
+            assert_eq!(
+                one_error(&with(&format!("{emu}\nstubdomain_memkb = 1024"))),
+                "demo.cfg:5:20: stubdomain_memkb = 1024: stub-domain RAM must be at least 2048 KiB and below 2097152 KiB"
+            );
+            assert_eq!(
+                one_error(&with(&format!("{emu}\nstubdomain_memkb = 4098"))),
+                "demo.cfg:5:20: stubdomain_memkb = 4098: must be a whole number of 4 KiB pages"
+            );
+            assert_eq!(
+                one_error(&with(&format!(
+                    "{emu}\nstubdomain_memkb = 4096\nstubdomain_memory = 4"
+                ))),
+                "demo.cfg:6:1: set only one of stubdomain_memkb and stubdomain_memory"
+            );
+            assert_eq!(
+                one_error(&with(&format!("{emu}\nstubdomain_selftest = 5"))),
+                "demo.cfg:5:23: stubdomain_selftest = 5: must be 0 to 4 (a test hook)"
+            );
+            assert_eq!(
+                one_error(&with(&format!("{emu}\nstubdomain_response_timeout = 0"))),
+                "demo.cfg:5:31: stubdomain_response_timeout = 0: must be 1 to 3600 seconds"
+            );
+            assert_eq!(
+                one_error(&with(&format!("{emu}\nstubdomain_kernel = '/k'"))),
+                "demo.cfg:5:1: stubdomain_kernel is not supported: the chassis stub domain is a built-in unikernel (set CHASSIS_STUBDOM to run another image)"
+            );
+        }
         assert_eq!(
             one_error(&with("device_model_stubdomain_override = 1")),
-            "demo.cfg:3:36: stub-domain device model (device_model_stubdomain_override = 1) is not implemented yet (issue [4]); remove the key or set it to 0"
+            format!("demo.cfg:3:36: {STUBDOM_NEEDS_EMU}")
         );
-        // The stub domain's own keys only warn without one...
-        let (_, w) = ok(&with("stubdomain_memkb = 65536\nstubdomain_memory = 64"));
+        assert_eq!(
+            one_error(&with("device_model_stubdomain_override = 2")),
+            "demo.cfg:3:36: device_model_stubdomain_override = 2: must be 0 or 1"
+        );
+        // The stub domain's own keys only warn without one.
+        let (_, w) = ok(&with(
+            "stubdomain_memkb = 65536\nstubdomain_memory = 64\nstubdomain_selftest = 1",
+        ));
         assert_eq!(
             w,
             [
                 "demo.cfg:3: key 'stubdomain_memkb' only applies to a stub-domain device model (device_model_stubdomain_override = 1) and is ignored",
                 "demo.cfg:4: key 'stubdomain_memory' only applies to a stub-domain device model (device_model_stubdomain_override = 1) and is ignored",
+                "demo.cfg:5: key 'stubdomain_selftest' only applies to a stub-domain device model (device_model_stubdomain_override = 1) and is ignored",
             ]
         );
-        // ...and add nothing to the refusal with one.
-        let (_, d) = check(&with(
-            "device_model_stubdomain_override = 1\nstubdomain_memory = 64",
-        ));
-        assert_eq!(d.errors.len(), 1);
-        assert!(d.warnings.is_empty());
     }
 
     #[test]
@@ -1837,7 +2028,10 @@ mod tests {
         assert!(e[0].starts_with("demo.cfg:5:8: disks"), "{e:?}");
         assert!(e[1].starts_with("demo.cfg:6:8: network"), "{e:?}");
         assert!(e[2].starts_with("demo.cfg:18:13: on_reboot"), "{e:?}");
-        assert!(e[3].starts_with("demo.cfg:21:36: stub-domain"), "{e:?}");
+        assert!(
+            e[3].starts_with("demo.cfg:21:36: device_model_stubdomain_override = 1 needs"),
+            "{e:?}"
+        );
         let w: Vec<String> = d.warnings.iter().map(ToString::to_string).collect();
         let lines: Vec<&str> = w.iter().map(|w| w.split(':').nth(1).unwrap()).collect();
         assert_eq!(lines, ["7", "8", "9", "10", "11", "15", "16"], "{w:?}");

@@ -27,6 +27,9 @@ const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// puts the firmware, relative to `target/` (the parent of `target/<profile>/chassis`'s
 /// directory).
 const FIRMWARE_FROM_TARGET_DIR: &str = "x86_64-unknown-none/firmware/chassis-firmware";
+/// Where `cargo build --profile stubdom -p chassis-stubdom --target x86_64-unknown-none`
+/// puts the stub-domain unikernel, relative to `target/`.
+const STUBDOM_FROM_TARGET_DIR: &str = "x86_64-unknown-none/stubdom/chassis-stubdom";
 
 const HELP: &str = "\
 chassis - run Xen-style HVM guests on an emulated PC (xl-compatible configs)
@@ -63,6 +66,8 @@ Environment:
   CHASSIS_FIRMWARE     the guest-firmware ELF image; default
                        <dir of chassis>/../x86_64-unknown-none/firmware/chassis-firmware
                        (built by `make build`)
+  CHASSIS_STUBDOM      the stub-domain unikernel (device_model_stubdomain_override = 1);
+                       default <dir of chassis>/../x86_64-unknown-none/stubdom/chassis-stubdom
 ";
 
 fn main() -> ExitCode {
@@ -217,6 +222,20 @@ fn find_firmware() -> Result<PathBuf, String> {
     ))
 }
 
+/// The stub-domain image: `$CHASSIS_STUBDOM`, else next to the chassis executable. Only
+/// looked at in stubdom mode (the config check reports a missing file then).
+fn find_stubdom() -> PathBuf {
+    if let Some(p) = std::env::var_os("CHASSIS_STUBDOM").filter(|v| !v.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    match dir.parent() {
+        Some(target) => target.join(STUBDOM_FROM_TARGET_DIR),
+        None => dir.join("..").join(STUBDOM_FROM_TARGET_DIR),
+    }
+}
+
 fn read_config(path: &Path) -> Result<Vec<u8>, String> {
     let f = std::fs::File::open(path)
         .map_err(|e| format!("cannot read config file '{}': {e}", path.display()))?;
@@ -288,6 +307,7 @@ fn create(a: CreateArgs) -> Result<ExitCode, String> {
         firmware: firmware.clone().unwrap_or_default(),
         debugcon: a.debugcon.clone(),
         stop_on_output: a.stop_on_output.clone(),
+        stubdom_image: find_stubdom(),
     };
     let mut diags = Diagnostics::default();
     let checked = domain_config::build(&cfg, &opts, &mut diags);
@@ -335,6 +355,17 @@ fn create(a: CreateArgs) -> Result<ExitCode, String> {
                     stats.exits.other,
                     stats.elapsed.as_secs_f64()
                 );
+                if dom.stubdom.is_some() {
+                    eprintln!(
+                        "chassis: stats: stub domain: instructions {} requests {} buffered {} \
+                         RAM {} KiB ({} KiB touched)",
+                        stats.stub_instructions,
+                        stats.stub_requests,
+                        stats.stub_buffered,
+                        stats.stub_ram_bytes / 1024,
+                        stats.stub_ram_pages_touched * 4
+                    );
+                }
             }
             Ok(Ok(exit))
         }

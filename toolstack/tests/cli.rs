@@ -117,7 +117,7 @@ fn unknown_key_warns_and_dry_run_prints_the_config() {
 }
 
 #[test]
-fn stub_domain_is_refused() {
+fn stub_domain_needs_emu_and_its_image() {
     let (t, fw) = setup("stubdom");
     t.file(
         "s.cfg",
@@ -127,9 +127,51 @@ fn stub_domain_is_refused() {
     assert_eq!(r.code, Some(1));
     assert_eq!(
         r.stderr,
-        "chassis: error: s.cfg:3:36: stub-domain device model (device_model_stubdomain_override = 1) \
-         is not implemented yet (issue [4]); remove the key or set it to 0\n"
+        "chassis: error: s.cfg:3:36: device_model_stubdomain_override = 1 needs \
+         cpu_backend = \"emu\" for now (a stub domain on kvm is not implemented yet)\n"
     );
+    // On emu, a missing image is reported with how to get one.
+    t.file(
+        "e.cfg",
+        "name = \"s\"\ntype = \"hvm\"\ncpu_backend = \"emu\"\n\
+         device_model_stubdomain_override = 1\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_chassis"))
+        .args(["create", "-n", "e.cfg"])
+        .current_dir(&t.0)
+        .env("CHASSIS_FIRMWARE", &fw)
+        .env("CHASSIS_STUBDOM", t.0.join("missing-stubdom"))
+        .output()
+        .expect("run chassis");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("e.cfg:4:36: cannot read stub-domain image '")
+            && stderr.contains("missing-stubdom")
+            && stderr.contains("set CHASSIS_STUBDOM"),
+        "{stderr}"
+    );
+    // With an image file, the dry run shows the stub domain.
+    let img = t.file("sd", "not really an ELF");
+    let out = Command::new(env!("CARGO_BIN_EXE_chassis"))
+        .args(["create", "-n", "e.cfg", "stubdomain_memkb=8192"])
+        .current_dir(&t.0)
+        .env("CHASSIS_FIRMWARE", &fw)
+        .env("CHASSIS_STUBDOM", &img)
+        .output()
+        .expect("run chassis");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("device_model_stubdomain_override = 1\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("stubdomain_memkb = 8192\n"), "{stdout}");
 }
 
 #[test]

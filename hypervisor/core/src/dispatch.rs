@@ -1,17 +1,12 @@
 //! Turning vCPU exits into machine calls.
 //!
-//! This is the hot path: no allocation, and the machine lock is held only around the
-//! device calls of one exit. String I/O arrives as `count` elements of `size` bytes and
+//! This is the hot path: no allocation, and (process mode) the machine lock is held only
+//! around the device calls of one exit; in stubdom mode each access is one ioreq. String I/O arrives as `count` elements of `size` bytes and
 //! becomes `count` single accesses of `size` bytes, in order, as on real hardware.
 
-use std::sync::Mutex;
-
-use chassis_devices::io::Width;
-use chassis_devices::machine::Machine;
-use chassis_devices::platform::Platform;
-
 use crate::backend::Exit;
-use crate::platform::lock;
+use crate::device_model::DeviceModel;
+use crate::platform::PlatformState;
 
 /// What the run loop does after an exit.
 #[derive(Debug, PartialEq, Eq)]
@@ -50,69 +45,34 @@ impl std::ops::AddAssign for ExitCounts {
     }
 }
 
-/// A port width: 1, 2 or 4 bytes.
-fn pio_width(size: u8) -> Option<Width> {
-    match size {
-        1 => Some(Width::B1),
-        2 => Some(Width::B2),
-        4 => Some(Width::B4),
-        _ => None,
-    }
-}
-
-/// Handle one exit against the machine.
+/// Handle one exit of vCPU `vcpu` against the device model.
+#[inline]
 pub fn dispatch(
     exit: Exit<'_>,
-    machine: &Mutex<Machine>,
-    p: &mut dyn Platform,
+    dm: &DeviceModel,
+    vcpu: u32,
+    st: &PlatformState,
     counts: &mut ExitCounts,
 ) -> Action {
     match exit {
         Exit::PioIn { port, size, data } => {
             counts.pio += 1;
-            let Some(w) = pio_width(size) else {
-                data.fill(0xff);
-                return Action::Continue;
-            };
-            let n = size as usize;
-            let mut m = lock(machine);
-            for el in data.chunks_exact_mut(n) {
-                let v = m.pio_read(p, port, w);
-                el.copy_from_slice(&v.to_le_bytes()[..n]);
-            }
+            dm.pio_in(st, vcpu, port, size, data);
             Action::Continue
         }
         Exit::PioOut { port, size, data } => {
             counts.pio += 1;
-            let Some(w) = pio_width(size) else {
-                return Action::Continue;
-            };
-            let n = size as usize;
-            let mut m = lock(machine);
-            for el in data.chunks_exact(n) {
-                let mut v = [0u8; 4];
-                v[..n].copy_from_slice(el);
-                m.pio_write(p, port, w, u32::from_le_bytes(v));
-            }
+            dm.pio_out(st, vcpu, port, size, data);
             Action::Continue
         }
         Exit::MmioRead { addr, data } => {
             counts.mmio += 1;
-            let v = match Width::from_bytes(data.len() as u64) {
-                Some(w) => lock(machine).mmio_read(p, addr, w).unwrap_or(u64::MAX),
-                None => u64::MAX,
-            };
-            let n = data.len().min(8);
-            data[..n].copy_from_slice(&v.to_le_bytes()[..n]);
+            dm.mmio_read(st, vcpu, addr, data);
             Action::Continue
         }
         Exit::MmioWrite { addr, data } => {
             counts.mmio += 1;
-            if let Some(w) = Width::from_bytes(data.len() as u64) {
-                let mut v = [0u8; 8];
-                v[..data.len()].copy_from_slice(data);
-                lock(machine).mmio_write(p, addr, w, u64::from_le_bytes(v));
-            }
+            dm.mmio_write(st, vcpu, addr, data);
             Action::Continue
         }
         Exit::Interrupted | Exit::Hlt => {
@@ -141,20 +101,21 @@ pub fn dispatch(
 mod tests {
     use super::*;
     use crate::memory::{GuestMemory, Layout};
+    use crate::platform::CharOut;
     use crate::platform::tests::NoIrq;
-    use crate::platform::{CharOut, PlatformState};
-    use chassis_devices::machine::MachineConfig;
+    use chassis_devices::machine::{Machine, MachineConfig};
     use chassis_devices::profile::QEMU_XEN;
+    use std::sync::Mutex;
 
-    fn machine() -> Mutex<Machine> {
-        Mutex::new(Machine::new(&MachineConfig {
+    fn machine() -> DeviceModel {
+        DeviceModel::Process(Mutex::new(Machine::new(&MachineConfig {
             profile: &QEMU_XEN,
             ram_below_4g: 64 << 20,
             ram_above_4g: 0,
             vcpus: 1,
             serial_ports: 1,
             boot: Default::default(),
-        }))
+        })))
     }
 
     #[test]
@@ -162,7 +123,6 @@ mod tests {
         let m = machine();
         let mem = GuestMemory::new(Layout::from_mib(16).unwrap()).unwrap();
         let st = PlatformState::new(&mem, &NoIrq, CharOut::Null, CharOut::Null);
-        let mut p = st.handle();
         let mut c = ExitCounts::default();
         // `rep outsd` of two dwords to 0xcf8: the last one wins, and is a 4-byte access
         // (0xcf8 latches only dword writes).
@@ -174,7 +134,8 @@ mod tests {
                 data: &data,
             },
             &m,
-            &mut p,
+            0,
+            &st,
             &mut c,
         );
         assert_eq!(a, Action::Continue);
@@ -186,7 +147,8 @@ mod tests {
                 data: &mut r,
             },
             &m,
-            &mut p,
+            0,
+            &st,
             &mut c,
         );
         assert_eq!(r, [0x08, 0, 0, 0x80, 0x08, 0, 0, 0x80]);
@@ -199,7 +161,8 @@ mod tests {
                 data: &mut r,
             },
             &m,
-            &mut p,
+            0,
+            &st,
             &mut c,
         );
         assert_eq!(r, [0xff; 6]);
@@ -211,7 +174,6 @@ mod tests {
         let m = machine();
         let mem = GuestMemory::new(Layout::from_mib(16).unwrap()).unwrap();
         let st = PlatformState::new(&mem, &NoIrq, CharOut::Null, CharOut::Null);
-        let mut p = st.handle();
         let mut c = ExitCounts::default();
         let mut r = [0u8; 3];
         dispatch(
@@ -221,7 +183,8 @@ mod tests {
                 data: &mut r,
             },
             &m,
-            &mut p,
+            0,
+            &st,
             &mut c,
         );
         assert_eq!(r, [0xff; 3]);
@@ -233,7 +196,8 @@ mod tests {
                     data: &mut d[..len],
                 },
                 &m,
-                &mut p,
+                0,
+                &st,
                 &mut c,
             );
             assert!(d[..len].iter().all(|&b| b == 0xff), "len {len}");
@@ -245,12 +209,13 @@ mod tests {
                 data: &[1, 2, 3],
             },
             &m,
-            &mut p,
+            0,
+            &st,
             &mut c,
         );
         assert_eq!(c.mmio, 6);
         assert_eq!(
-            dispatch(Exit::Shutdown, &m, &mut p, &mut c),
+            dispatch(Exit::Shutdown, &m, 0, &st, &mut c),
             Action::Crash {
                 what: "triple fault (KVM_EXIT_SHUTDOWN)",
                 code: None

@@ -14,13 +14,14 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chassis_devices::machine::{Machine, MachineConfig};
 use hypervisor_abi::pvh::START_INFO_ADDR;
 
 use crate::backend::{Kick, Vcpu};
+use crate::device_model::DeviceModel;
 use crate::dispatch::{Action, ExitCounts, dispatch};
 use crate::emu::EmuVm;
 use crate::emu::clock::GuestClock;
@@ -28,6 +29,8 @@ use crate::kvm::{BootState, KvmVm};
 use crate::loader;
 use crate::memory::{GuestMemory, Layout};
 use crate::platform::{CharOut, PlatformState, lock};
+use crate::stubdom::vm::StubVm;
+use crate::stubdom::{StubChannel, StubKick, StubLink};
 use crate::{Backend, CharTarget, DomainConfig, DomainExit, Error};
 
 /// What a finished domain did, for diagnostics and benchmarks.
@@ -39,6 +42,16 @@ pub struct RunStats {
     pub elapsed: Duration,
     /// Instructions retired by all vCPUs (`emu` only; 0 on `kvm`).
     pub instructions: u64,
+    /// Stubdom mode: instructions the stub domain's CPU retired.
+    pub stub_instructions: u64,
+    /// Stubdom mode: synchronous ioreqs the stub domain answered.
+    pub stub_requests: u64,
+    /// Stubdom mode: writes posted to the buffered ring.
+    pub stub_buffered: u64,
+    /// Stubdom mode: the stub domain's RAM in bytes.
+    pub stub_ram_bytes: u64,
+    /// Stubdom mode: stub RAM pages actually touched (non-zero at exit).
+    pub stub_ram_pages_touched: u64,
 }
 
 fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, Error> {
@@ -72,6 +85,23 @@ pub fn run(cfg: &DomainConfig) -> Result<(DomainExit, RunStats), Error> {
             "vcpus = {}: must be 1 to 255",
             cfg.vcpus
         )));
+    }
+    if let Some(sc) = &cfg.stubdom {
+        if cfg.backend != Backend::Emu {
+            return Err(Error::Config(
+                "stubdom mode needs cpu_backend = \"emu\" for now".into(),
+            ));
+        }
+        if cfg.vcpus > hypervisor_abi::ioreq::MAX_STUB_VCPUS {
+            return Err(Error::Config(format!(
+                "vcpus = {}: a stub-domain device model serves at most {} vCPUs",
+                cfg.vcpus,
+                hypervisor_abi::ioreq::MAX_STUB_VCPUS
+            )));
+        }
+        // Checked before anything is allocated: a bad size or image is reported first.
+        let ram = crate::stubdom::vm::ram_bytes(sc.memory_kb)?;
+        crate::stubdom::vm::read_image(&sc.image, ram)?;
     }
     if cfg.ramdisk.is_some() && cfg.kernel.is_none() {
         return Err(Error::Config("a ramdisk needs a kernel".into()));
@@ -152,18 +182,38 @@ pub fn run(cfg: &DomainConfig) -> Result<(DomainExit, RunStats), Error> {
 
     let serial = CharOut::open(&cfg.serial, "serial output")?;
     let debugcon = CharOut::open(&cfg.debugcon, "debug console output")?;
-    let machine = Mutex::new(Machine::new(&MachineConfig {
+    // One config value for both modes: built here in process mode, encoded into the
+    // stub domain's config page in stubdom mode.
+    let mcfg = MachineConfig {
         profile: cfg.profile,
         ram_below_4g: layout.ram_below_4g(),
         ram_above_4g: layout.ram_above_4g(),
         vcpus: cfg.vcpus,
         serial_ports: 1,
         boot: Default::default(),
-    }));
+    };
+    let (dm, stub) = match &cfg.stubdom {
+        None => (DeviceModel::Process(Mutex::new(Machine::new(&mcfg))), None),
+        Some(sc) => {
+            let bytes = mcfg
+                .encode()
+                .map_err(|e| Error::Config(format!("cannot encode the machine config: {e:?}")))?;
+            let (vm, ch) = crate::stubdom::vm::build(
+                &cfg.name,
+                sc,
+                &layout,
+                cfg.vcpus,
+                &bytes,
+                cfg.deterministic,
+            )?;
+            (DeviceModel::Stub(StubLink::new(ch.clone())), Some((vm, ch)))
+        }
+    };
     let io = Io {
         serial,
         debugcon,
-        machine,
+        dm,
+        stub,
     };
     match cfg.backend {
         Backend::Kvm => run_kvm(cfg, &mem, fw.entry, io),
@@ -171,11 +221,13 @@ pub fn run(cfg: &DomainConfig) -> Result<(DomainExit, RunStats), Error> {
     }
 }
 
-/// The character outputs and the machine, built the same way for both backends.
+/// The character outputs and the device model, built the same way for both backends.
 struct Io {
     serial: CharOut,
     debugcon: CharOut,
-    machine: Mutex<Machine>,
+    dm: DeviceModel,
+    /// Stubdom mode: the stub domain and its channel.
+    stub: Option<(StubVm, Arc<StubChannel>)>,
 }
 
 fn run_kvm(
@@ -199,7 +251,7 @@ fn run_kvm(
         state.set_stop_on_output(s.as_bytes());
     }
     state.set_kicks(vcpus.iter().map(|v| v.kicker()).collect());
-    let machine = io.machine;
+    let machine = io.dm;
 
     let started = Instant::now();
     let mut exits = ExitCounts::default();
@@ -236,7 +288,7 @@ fn run_kvm(
     let stats = RunStats {
         exits,
         elapsed: started.elapsed(),
-        instructions: 0,
+        ..Default::default()
     };
     let outcome = state
         .take_outcome()
@@ -251,6 +303,12 @@ fn run_emu(
     io: Io,
 ) -> Result<(DomainExit, RunStats), Error> {
     let vm = EmuVm::new(cfg.vcpus);
+    let Io {
+        serial,
+        debugcon,
+        dm,
+        stub,
+    } = io;
     // The BSP starts at the PVH entry; the APs wait for INIT/SIPI from it.
     let mut vcpus: Vec<hypervisor_emu::EmuVcpu> = (0..vm.vcpus())
         .map(|i| {
@@ -266,26 +324,55 @@ fn run_emu(
     } else {
         GuestClock::host()
     };
-    let mut state = PlatformState::with_clock(
-        mem,
-        &*vm.irq,
-        io.serial,
-        io.debugcon,
-        clock,
-        Some(&vm.written),
-    );
+    let wall_clock_base = clock.wall_clock_base_ns();
+    let mut state =
+        PlatformState::with_clock(mem, &*vm.irq, serial, debugcon, clock, Some(&vm.written));
     if let Some(s) = &cfg.stop_on_output {
         state.set_stop_on_output(s.as_bytes());
     }
-    state.set_kicks(vec![vm.kicker()]);
-    let machine = io.machine;
+    let mut stub = stub;
+    let mut kicks = vec![vm.kicker()];
+    if let Some((svm, ch)) = &mut stub {
+        svm.write_start_info(wall_clock_base)?;
+        kicks.push(Arc::new(StubKick(ch.clone())));
+    }
+    state.set_kicks(kicks);
+    let machine = dm;
 
     let started = Instant::now();
     let mut result = crate::emu::vcpu::VcpuStats::default();
+    let mut stub_stats = crate::stubdom::vm::StubStats::default();
     std::thread::scope(|s| {
         let st = &state;
         let m = &machine;
         let vm = &vm;
+        let mut stub_handle = None;
+        if let (Some((svm, ch)), Some(sc)) = (&stub, &cfg.stubdom) {
+            // The stub domain first; the guest starts once it says Ready.
+            let written = Some(&vm.written);
+            let h = std::thread::Builder::new()
+                .name("stubdom".into())
+                .spawn_scoped(s, move || {
+                    guarded(st, "stub domain", || {
+                        crate::stubdom::vm::run_stub(svm, ch, st, written)
+                    })
+                    .unwrap_or_default()
+                });
+            match h {
+                Ok(h) => stub_handle = Some(h),
+                Err(e) => st.finish(Err(Error::Config(format!(
+                    "cannot start the stub-domain thread: {e}"
+                )))),
+            }
+            let timeout = crate::stubdom::vm::ready_timeout(sc);
+            if !ch.wait_ready(st, timeout) && !st.stopping() {
+                st.finish(Ok(DomainExit::Crashed(format!(
+                    "stub domain '{}' did not become ready within {} s",
+                    svm.name,
+                    timeout.as_secs_f64()
+                ))));
+            }
+        }
         if !cfg.deterministic {
             s.spawn(move || guarded(st, "timer", || timer_thread(st, m)));
         }
@@ -324,12 +411,23 @@ fn run_emu(
         if !state.stopping() {
             state.finish(Ok(DomainExit::Crashed("all vCPUs stopped".into())));
         }
+        if let Some(h) = stub_handle {
+            stub_stats = h.join().unwrap_or_default();
+        }
     });
-    let stats = RunStats {
+    let mut stats = RunStats {
         exits: result.counts,
         elapsed: started.elapsed(),
         instructions: vcpus.iter().map(|v| v.retired()).sum(),
+        ..Default::default()
     };
+    if let Some((svm, ch)) = &stub {
+        stats.stub_instructions = stub_stats.instructions;
+        stats.stub_requests = ch.requests.load(std::sync::atomic::Ordering::Relaxed);
+        stats.stub_buffered = ch.posted.load(std::sync::atomic::Ordering::Relaxed);
+        stats.stub_ram_bytes = svm.mem.layout().memory;
+        stats.stub_ram_pages_touched = svm.mem.nonzero_pages();
+    }
     let outcome = state
         .take_outcome()
         .unwrap_or_else(|| Ok(DomainExit::Crashed("stopped without a reason".into())));
@@ -409,7 +507,7 @@ fn guarded<T>(state: &PlatformState, what: &str, f: impl FnOnce() -> T) -> Optio
     }
 }
 
-fn vcpu_thread(state: &PlatformState, machine: &Mutex<Machine>, vcpu: &mut dyn Vcpu) -> ExitCounts {
+fn vcpu_thread(state: &PlatformState, dm: &DeviceModel, vcpu: &mut dyn Vcpu) -> ExitCounts {
     struct Unbind<'k>(&'k dyn Kick);
     impl Drop for Unbind<'_> {
         fn drop(&mut self) {
@@ -421,7 +519,7 @@ fn vcpu_thread(state: &PlatformState, machine: &Mutex<Machine>, vcpu: &mut dyn V
     let _unbind = Unbind(&*kick);
 
     let mut counts = ExitCounts::default();
-    let mut p = state.handle();
+    let id = vcpu.id();
     while !state.stopping() {
         let exit = match vcpu.run() {
             Ok(e) => e,
@@ -430,8 +528,7 @@ fn vcpu_thread(state: &PlatformState, machine: &Mutex<Machine>, vcpu: &mut dyn V
                 break;
             }
         };
-        if let Action::Crash { what, code } = dispatch(exit, machine, &mut p, &mut counts) {
-            let id = vcpu.id();
+        if let Action::Crash { what, code } = dispatch(exit, dm, id, state, &mut counts) {
             let regs = vcpu.state_summary();
             let code = code.map(|c| format!(" {c:#x}")).unwrap_or_default();
             state.finish(Ok(DomainExit::Crashed(format!(
@@ -445,7 +542,7 @@ fn vcpu_thread(state: &PlatformState, machine: &Mutex<Machine>, vcpu: &mut dyn V
 
 /// Fire device timers at their deadlines. The timer lock is never held while the machine
 /// lock is taken (devices re-arm timers from inside `on_timer`).
-fn timer_thread(state: &PlatformState, machine: &Mutex<Machine>) {
+fn timer_thread(state: &PlatformState, dm: &DeviceModel) {
     let mut t = lock(&state.timers);
     loop {
         if state.stopping() {
@@ -457,7 +554,7 @@ fn timer_thread(state: &PlatformState, machine: &Mutex<Machine>) {
             Some((id, deadline)) if deadline <= now => {
                 t.deadlines[id.index()] = None;
                 drop(t);
-                lock(machine).on_timer(&mut state.handle(), id);
+                dm.on_timer(state, id);
                 t = lock(&state.timers);
             }
             Some((_, deadline)) => {
@@ -485,7 +582,7 @@ fn console_input_wanted() -> bool {
 }
 
 /// Feed stdin to COM1. Polls with a timeout so it never holds up shutdown.
-fn stdin_thread(state: &PlatformState, machine: &Mutex<Machine>) {
+fn stdin_thread(state: &PlatformState, dm: &DeviceModel) {
     struct Closed<'s, 'a>(&'s PlatformState<'a>);
     impl Drop for Closed<'_, '_> {
         fn drop(&mut self) {
@@ -514,7 +611,7 @@ fn stdin_thread(state: &PlatformState, machine: &Mutex<Machine>) {
         }
         let mut pending = &buf[..n as usize];
         while !pending.is_empty() && !state.stopping() {
-            let took = lock(machine).serial_input(&mut state.handle(), 0, pending);
+            let took = dm.serial_input(state, 0, pending);
             pending = &pending[took.min(pending.len())..];
             if took == 0 {
                 std::thread::sleep(Duration::from_millis(10));
@@ -545,19 +642,19 @@ mod tests {
         let mem = GuestMemory::new(layout).unwrap();
         let irq = RecordIrq::default();
         let state = PlatformState::new(&mem, &irq, CharOut::Null, CharOut::Null);
-        let machine = Mutex::new(Machine::new(&MachineConfig {
+        let machine = DeviceModel::Process(Mutex::new(Machine::new(&MachineConfig {
             profile: &QEMU_XEN,
             ram_below_4g: layout.ram_below_4g(),
             ram_above_4g: 0,
             vcpus: 1,
             serial_ports: 1,
             boot: Default::default(),
-        }));
+        })));
         std::thread::scope(|s| {
             s.spawn(|| timer_thread(&state, &machine));
             // RTC: 1024 Hz periodic interrupt (register A rate 6, register B PIE | 24h).
             {
-                let mut m = lock(&machine);
+                let mut m = lock(machine.machine().unwrap());
                 let mut p = state.handle();
                 m.pio_write(&mut p, 0x70, Width::B1, 0x0a);
                 m.pio_write(&mut p, 0x71, Width::B1, 0x26);
@@ -571,7 +668,7 @@ mod tests {
             }
             // Register C reports the periodic flag (and reading it lowers the line).
             {
-                let mut m = lock(&machine);
+                let mut m = lock(machine.machine().unwrap());
                 let mut p = state.handle();
                 m.pio_write(&mut p, 0x70, Width::B1, 0x0c);
                 assert_ne!(m.pio_read(&mut p, 0x71, Width::B1) & 0x40, 0);

@@ -13,6 +13,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub mod backend;
+pub mod device_model;
 pub mod dispatch;
 pub mod domain;
 pub mod emu;

@@ -75,6 +75,12 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
 
 /// Parse and validate a firmware ELF. The error text says what is wrong.
 pub fn parse_firmware(image: &[u8]) -> Result<FirmwareImage, String> {
+    parse_elf(image, FIRMWARE_BASE, FIRMWARE_END, "the firmware area")
+}
+
+/// Parse and validate a static ELF64 x86-64 image whose `PT_LOAD` segments must all lie
+/// in `[base, end)` (`area` names that range in errors).
+pub fn parse_elf(image: &[u8], base: u64, end: u64, area: &str) -> Result<FirmwareImage, String> {
     if image.len() < EHDR_SIZE {
         return Err(format!(
             "file is {} bytes, shorter than an ELF64 header",
@@ -154,9 +160,9 @@ pub fn parse_firmware(image: &[u8]) -> Result<FirmwareImage, String> {
             ));
         }
         let mem_end = p_paddr.checked_add(p_memsz);
-        if p_paddr < FIRMWARE_BASE || mem_end.is_none_or(|e| e > FIRMWARE_END) {
+        if p_paddr < base || mem_end.is_none_or(|e| e > end) {
             return Err(format!(
-                "segment {i}: [{p_paddr:#x}, +{p_memsz:#x}) is outside the firmware area [{FIRMWARE_BASE:#x}, {FIRMWARE_END:#x})"
+                "segment {i}: [{p_paddr:#x}, +{p_memsz:#x}) is outside {area} [{base:#x}, {end:#x})"
             ));
         }
         let mem_end = p_paddr + p_memsz;

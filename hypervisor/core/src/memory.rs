@@ -247,6 +247,59 @@ impl GuestMemory {
         })
     }
 
+    /// Flat RAM `[0, size)` with no holes (a stub domain's own memory). `size` must be
+    /// a non-zero multiple of 4 KiB. Its [`GuestMemory::layout`] is nominal (`memory` =
+    /// `low_end` = `size`); the accessors use the one flat region.
+    pub fn flat(size: u64) -> std::io::Result<GuestMemory> {
+        if size == 0 || !size.is_multiple_of(4096) {
+            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let low = Mapping::new(size)?;
+        let regions = [
+            Some(HostRegion {
+                gpa: 0,
+                size,
+                host: low.ptr,
+            }),
+            None,
+            None,
+        ];
+        Ok(GuestMemory {
+            layout: Layout {
+                memory: size,
+                low_end: size,
+                high_size: 0,
+            },
+            regions,
+            _low: low,
+            _high: None,
+        })
+    }
+
+    /// Number of 4 KiB pages of RAM holding a non-zero byte (what a guest actually
+    /// touched; the mappings are zero-filled on demand).
+    pub fn nonzero_pages(&self) -> u64 {
+        let mut n = 0;
+        for r in self.regions() {
+            let mut off = 0u64;
+            while off < r.size {
+                let len = 4096.min(r.size - off) as usize;
+                // SAFETY: [host + off, + len) lies inside the region's live mapping; the
+                // bytes are only read (a racing writer may make the answer stale, never
+                // unsound for u8 reads through a raw slice copy).
+                let mut page = [0u8; 4096];
+                unsafe {
+                    std::ptr::copy_nonoverlapping(r.host.add(off as usize), page.as_mut_ptr(), len)
+                };
+                if page[..len].iter().any(|&b| b != 0) {
+                    n += 1;
+                }
+                off += 4096;
+            }
+        }
+        n
+    }
+
     pub fn layout(&self) -> &Layout {
         &self.layout
     }

@@ -15,13 +15,12 @@
 //!   whenever a timer was (re)programmed, so the run loop can re-plan the next deadline
 //!   (exact timer firing in deterministic mode).
 
-use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
-use chassis_devices::machine::Machine;
 use hypervisor_abi::hypercall::HYPERVISOR_XEN_VERSION;
 
 use crate::backend::Exit;
+use crate::device_model::DeviceModel;
 use crate::dispatch::{Action, ExitCounts, dispatch};
 use crate::emu::cpuid::CpuidProfile;
 use crate::emu::irqchip::{IrqChip, is_local_port};
@@ -38,7 +37,7 @@ pub const MSR_UCODE_REV: u32 = 0x8b;
 pub struct EmuBus<'r, 'a> {
     id: usize,
     st: &'r PlatformState<'a>,
-    machine: &'r Mutex<Machine>,
+    dm: &'r DeviceModel,
     chip: &'r IrqChip,
     cpuid: &'r CpuidProfile,
     written: &'r WrittenPages,
@@ -56,7 +55,7 @@ impl<'r, 'a> EmuBus<'r, 'a> {
     pub fn new(
         id: u32,
         st: &'r PlatformState<'a>,
-        machine: &'r Mutex<Machine>,
+        dm: &'r DeviceModel,
         chip: &'r IrqChip,
         cpuid: &'r CpuidProfile,
         written: &'r WrittenPages,
@@ -64,7 +63,7 @@ impl<'r, 'a> EmuBus<'r, 'a> {
         EmuBus {
             id: id as usize,
             st,
-            machine,
+            dm,
             chip,
             cpuid,
             written,
@@ -92,8 +91,9 @@ impl<'r, 'a> EmuBus<'r, 'a> {
     }
 
     fn dispatch(&mut self, exit: Exit<'_>) {
-        let mut p = self.st.handle();
-        if let Action::Crash { what, .. } = dispatch(exit, self.machine, &mut p, &mut self.counts) {
+        if let Action::Crash { what, .. } =
+            dispatch(exit, self.dm, self.id as u32, self.st, &mut self.counts)
+        {
             self.crash = Some(what);
         }
     }
@@ -218,18 +218,8 @@ impl hypervisor_emu::Bus for EmuBus<'_, '_> {
                 // Keep the PIIX3's copy (it is in the saved state) in step.
                 let data = value.to_le_bytes();
                 let n = (size as usize).min(4);
-                let mut p = self.st.handle();
-                let mut scratch = ExitCounts::default();
-                dispatch(
-                    Exit::PioOut {
-                        port,
-                        size,
-                        data: &data[..n],
-                    },
-                    self.machine,
-                    &mut p,
-                    &mut scratch,
-                );
+                self.dm
+                    .pio_out(self.st, self.id as u32, port, size, &data[..n]);
             }
             return;
         }
@@ -335,16 +325,17 @@ mod tests {
     use crate::emu::clock::GuestClock;
     use crate::memory::{GuestMemory, Layout};
     use crate::platform::{CharOut, lock};
-    use chassis_devices::machine::MachineConfig;
+    use chassis_devices::machine::{Machine, MachineConfig};
     use chassis_devices::profile::QEMU_XEN;
     use hypervisor_emu::Bus;
+    use std::sync::Mutex;
 
     struct Rig {
         mem: GuestMemory,
         chip: IrqChip,
         cpuid: CpuidProfile,
         written: WrittenPages,
-        machine: Mutex<Machine>,
+        machine: DeviceModel,
     }
 
     fn rig() -> Rig {
@@ -353,14 +344,14 @@ mod tests {
             chip: IrqChip::new(1),
             cpuid: CpuidProfile::new(1),
             written: WrittenPages::new(1),
-            machine: Mutex::new(Machine::new(&MachineConfig {
+            machine: DeviceModel::Process(Mutex::new(Machine::new(&MachineConfig {
                 profile: &QEMU_XEN,
                 ram_below_4g: 16 << 20,
                 ram_above_4g: 0,
                 vcpus: 1,
                 serial_ports: 1,
                 boot: Default::default(),
-            })),
+            }))),
         }
     }
 
@@ -398,7 +389,11 @@ mod tests {
         b.pio_out(18, 0x4d0, 2, 0x0e20);
         assert_eq!(b.pio_in(19, 0x4d1, 1), 0x0e);
         assert_eq!(
-            lock(&r.machine).pio_read(&mut st.handle(), 0x4d0, chassis_devices::io::Width::B2),
+            lock(r.machine.machine().unwrap()).pio_read(
+                &mut st.handle(),
+                0x4d0,
+                chassis_devices::io::Width::B2
+            ),
             0x0e20
         );
         // The LAPIC: version register.

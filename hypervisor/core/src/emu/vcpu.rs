@@ -23,13 +23,12 @@
 //! instead of hanging forever. A CPU shutdown (triple fault, or something the CPU
 //! cannot emulate) stops it as crashed with the CPU's reason and register summary.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
-use chassis_devices::machine::Machine;
 use hypervisor_emu::{Cpu, EmuVcpu, RunExit};
 
 use crate::DomainExit;
+use crate::device_model::DeviceModel;
 use crate::dispatch::ExitCounts;
 use crate::emu::EmuVm;
 use crate::emu::bus::EmuBus;
@@ -57,7 +56,7 @@ pub struct VcpuStats {
 
 /// Fire the device timers due at `now_ns` (deterministic mode: on the vCPU thread, in
 /// deadline order). The timer lock is never held while the machine lock is taken.
-pub fn fire_device_timers(st: &PlatformState, machine: &Mutex<Machine>, now_ns: u64) {
+pub fn fire_device_timers(st: &PlatformState, dm: &DeviceModel, now_ns: u64) {
     // Bounded: a device re-arming at or before `now` forever must not hang the vCPU.
     for _ in 0..64 {
         let id = {
@@ -70,7 +69,7 @@ pub fn fire_device_timers(st: &PlatformState, machine: &Mutex<Machine>, now_ns: 
                 _ => return,
             }
         };
-        lock(machine).on_timer(&mut st.handle(), id);
+        dm.on_timer(st, id);
     }
 }
 
@@ -89,12 +88,12 @@ fn next_deadline(st: &PlatformState, vm: &EmuVm, now: u64) -> Option<u64> {
 /// Run vCPU `id` until the domain stops; the first vCPU to end the domain records why.
 pub fn run_vcpu(
     st: &PlatformState,
-    machine: &Mutex<Machine>,
+    dm: &DeviceModel,
     vm: &EmuVm,
     id: u32,
     vcpu: &mut EmuVcpu,
 ) -> VcpuStats {
-    let mut bus = EmuBus::new(id, st, machine, &vm.irq, &vm.cpuid, &vm.written);
+    let mut bus = EmuBus::new(id, st, dm, &vm.irq, &vm.cpuid, &vm.written);
     let det = st.clock.is_deterministic();
     let idx = id as usize;
     // Since when the vCPU has been halted with nothing that could wake it.
@@ -127,7 +126,7 @@ pub fn run_vcpu(
         let retired = vcpu.retired();
         let now = bus.now(retired);
         if det {
-            fire_device_timers(st, machine, now);
+            fire_device_timers(st, dm, now);
         }
         vm.irq.poll_timers(now);
         let budget = match (det, next_deadline(st, vm, now)) {
@@ -250,19 +249,20 @@ mod tests {
     use crate::emu::clock::GuestClock;
     use crate::memory::{GuestMemory, Layout};
     use crate::platform::CharOut;
-    use chassis_devices::machine::MachineConfig;
+    use chassis_devices::machine::{Machine, MachineConfig};
     use chassis_devices::profile::QEMU_XEN;
+    use std::sync::Mutex;
     use std::time::Instant;
 
-    fn machine() -> Mutex<Machine> {
-        Mutex::new(Machine::new(&MachineConfig {
+    fn machine() -> DeviceModel {
+        DeviceModel::Process(Mutex::new(Machine::new(&MachineConfig {
             profile: &QEMU_XEN,
             ram_below_4g: 16 << 20,
             ram_above_4g: 0,
             vcpus: 1,
             serial_ports: 1,
             boot: Default::default(),
-        }))
+        })))
     }
 
     /// A vCPU spinning in `jmp .` (no accesses at all) still stops within a slice of a
@@ -324,7 +324,7 @@ mod tests {
         let m = machine();
         {
             // RTC periodic interrupt at 1024 Hz (rate 6), PIE.
-            let mut g = lock(&m);
+            let mut g = lock(m.machine().unwrap());
             let mut p = st.handle();
             g.pio_write(&mut p, 0x70, Width::B1, 0x0a);
             g.pio_write(&mut p, 0x71, Width::B1, 0x26);

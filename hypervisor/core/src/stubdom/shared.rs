@@ -1,0 +1,263 @@
+//! The pages the hypervisor shares with a stub domain (ioreq, buffered ring, event
+//! channels, machine config), and the futex the two sides park on.
+//!
+//! The stub domain may write any byte of them at any time, so the host side only ever
+//! touches them with atomic loads and stores (never references to plain memory), and
+//! copies a slot out once before looking at it.
+
+use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use hypervisor_abi::stubdom::map;
+
+/// Bytes of one shared page.
+pub const PAGE: usize = 4096;
+/// The shared pages, in stub-physical order from [`map::SHARED_BASE`].
+pub const IOREQ: usize = 0;
+pub const BUFIOREQ: usize = PAGE;
+pub const EVTCHN: usize = 2 * PAGE;
+pub const CONFIG: usize = 3 * PAGE;
+/// Bytes of the whole shared area.
+pub const SIZE: usize = (map::SHARED_END - map::SHARED_BASE) as usize;
+
+/// Whether a `size`-byte atomic at `off` is naturally aligned and inside the area.
+#[inline]
+fn aligned_in_range(off: usize, size: u8) -> bool {
+    matches!(size, 1 | 2 | 4 | 8)
+        && off.is_multiple_of(size as usize)
+        && off.checked_add(size as usize).is_some_and(|e| e <= SIZE)
+}
+
+/// The shared area: 4 pages of atomics.
+pub struct SharedPages {
+    words: Box<[AtomicU64]>,
+}
+
+impl Default for SharedPages {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SharedPages {
+    pub fn new() -> SharedPages {
+        SharedPages {
+            words: (0..SIZE / 8).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn base(&self) -> *mut u8 {
+        self.words.as_ptr() as *mut u8
+    }
+
+    /// Whether `[off, off + len)` lies inside the area.
+    #[inline]
+    pub fn contains(off: u64, len: u64) -> bool {
+        off.checked_add(len).is_some_and(|e| e <= SIZE as u64)
+    }
+
+    /// Atomic load of `size` (1, 2, 4, 8) bytes at a naturally aligned `off`; `None`
+    /// when out of range or misaligned.
+    #[inline]
+    pub fn load(&self, off: usize, size: u8, o: Ordering) -> Option<u64> {
+        if !aligned_in_range(off, size) {
+            return None;
+        }
+        // SAFETY: in range (checked) and naturally aligned: the area is 8-byte aligned
+        // (an array of AtomicU64). The memory is only ever accessed through atomics.
+        unsafe {
+            let p = self.base().add(off);
+            Some(match size {
+                1 => AtomicU8::from_ptr(p).load(o) as u64,
+                2 => AtomicU16::from_ptr(p.cast()).load(o) as u64,
+                4 => AtomicU32::from_ptr(p.cast()).load(o) as u64,
+                _ => AtomicU64::from_ptr(p.cast()).load(o),
+            })
+        }
+    }
+
+    /// Atomic store; false when out of range or misaligned.
+    #[inline]
+    pub fn store(&self, off: usize, size: u8, v: u64, o: Ordering) -> bool {
+        if !aligned_in_range(off, size) {
+            return false;
+        }
+        // SAFETY: as in `load`.
+        unsafe {
+            let p = self.base().add(off);
+            match size {
+                1 => AtomicU8::from_ptr(p).store(v as u8, o),
+                2 => AtomicU16::from_ptr(p.cast()).store(v as u16, o),
+                4 => AtomicU32::from_ptr(p.cast()).store(v as u32, o),
+                _ => AtomicU64::from_ptr(p.cast()).store(v, o),
+            }
+        }
+        true
+    }
+
+    /// Atomic compare-and-exchange (`Some(Ok)` stored, `Some(Err(v))` found `v`,
+    /// `None` out of range or misaligned).
+    pub fn cmpxchg(&self, off: usize, size: u8, old: u64, new: u64) -> Option<Result<(), u64>> {
+        if !aligned_in_range(off, size) {
+            return None;
+        }
+        let sc = Ordering::SeqCst;
+        // SAFETY: as in `load`.
+        Some(unsafe {
+            let p = self.base().add(off);
+            match size {
+                1 => AtomicU8::from_ptr(p)
+                    .compare_exchange(old as u8, new as u8, sc, sc)
+                    .map(|_| ())
+                    .map_err(|v| v as u64),
+                2 => AtomicU16::from_ptr(p.cast())
+                    .compare_exchange(old as u16, new as u16, sc, sc)
+                    .map(|_| ())
+                    .map_err(|v| v as u64),
+                4 => AtomicU32::from_ptr(p.cast())
+                    .compare_exchange(old as u32, new as u32, sc, sc)
+                    .map(|_| ())
+                    .map_err(|v| v as u64),
+                _ => AtomicU64::from_ptr(p.cast())
+                    .compare_exchange(old, new, sc, sc)
+                    .map(|_| ()),
+            }
+        })
+    }
+
+    /// Atomic fetch-or of a u64 word (8-aligned `off`); returns the old value.
+    pub fn fetch_or64(&self, off: usize, bits: u64) -> u64 {
+        match self.words.get(off / 8) {
+            Some(w) if off.is_multiple_of(8) => w.fetch_or(bits, Ordering::SeqCst),
+            _ => 0,
+        }
+    }
+
+    /// Copy bytes out (byte-wise relaxed atomics); false when out of range.
+    pub fn read(&self, off: usize, buf: &mut [u8]) -> bool {
+        if !Self::contains(off as u64, buf.len() as u64) {
+            return false;
+        }
+        for (i, b) in buf.iter_mut().enumerate() {
+            // Always in range: checked above.
+            *b = self.load(off + i, 1, Ordering::Relaxed).unwrap_or(0) as u8;
+        }
+        true
+    }
+
+    /// Copy bytes in (byte-wise relaxed atomics); false when out of range.
+    pub fn write(&self, off: usize, buf: &[u8]) -> bool {
+        if !Self::contains(off as u64, buf.len() as u64) {
+            return false;
+        }
+        for (i, &b) in buf.iter().enumerate() {
+            self.store(off + i, 1, b as u64, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// A stub-side access of `buf.len()` bytes: aligned 1/2/4/8 as one atomic, else
+    /// byte-wise.
+    pub fn access_read(&self, off: usize, buf: &mut [u8]) -> bool {
+        let n = buf.len();
+        if let Some(v) = self.load(off, n as u8, Ordering::SeqCst).filter(|_| n <= 8) {
+            buf.copy_from_slice(&v.to_le_bytes()[..n]);
+            return true;
+        }
+        self.read(off, buf)
+    }
+
+    pub fn access_write(&self, off: usize, buf: &[u8]) -> bool {
+        let n = buf.len();
+        if n <= 8 && matches!(n, 1 | 2 | 4 | 8) {
+            let mut b = [0u8; 8];
+            b[..n].copy_from_slice(buf);
+            if self.store(off, n as u8, u64::from_le_bytes(b), Ordering::SeqCst) {
+                return true;
+            }
+        }
+        self.write(off, buf)
+    }
+}
+
+/// Park the calling thread while `word` still holds `expected`, at most `timeout`
+/// (spurious wake-ups are possible: callers re-check their condition).
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: FUTEX_WAIT on a live, aligned u32 with a valid timespec; the kernel only
+    // reads them.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            &ts as *const libc::timespec,
+        );
+    }
+}
+
+/// Wake every thread parked on `word`.
+pub fn futex_wake(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE on a live u32; no memory is written.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            i32::MAX,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_and_alignment() {
+        let s = SharedPages::new();
+        assert!(s.store(8, 8, 0x1122_3344_5566_7788, Ordering::SeqCst));
+        assert_eq!(s.load(8, 4, Ordering::SeqCst), Some(0x5566_7788));
+        assert_eq!(s.load(12, 2, Ordering::SeqCst), Some(0x3344));
+        assert_eq!(s.load(9, 4, Ordering::SeqCst), None);
+        assert_eq!(s.load(SIZE - 4, 8, Ordering::SeqCst), None);
+        assert_eq!(s.load(SIZE, 1, Ordering::SeqCst), None);
+        assert!(!s.store(usize::MAX - 3, 4, 0, Ordering::SeqCst));
+        let mut b = [0u8; 3];
+        assert!(s.access_read(9, &mut b));
+        assert_eq!(b, [0x77, 0x66, 0x55]);
+        assert!(!s.read(SIZE - 1, &mut b));
+        assert!(s.access_write(SIZE - 3, &[1, 2, 3]));
+        assert!(!s.write(SIZE - 2, &[1, 2, 3]));
+        assert_eq!(s.cmpxchg(8, 8, 0, 5), Some(Err(0x1122_3344_5566_7788)));
+        assert_eq!(s.cmpxchg(8, 1, 0x88, 5), Some(Ok(())));
+        assert_eq!(s.load(8, 1, Ordering::SeqCst), Some(5));
+        assert_eq!(s.cmpxchg(9, 2, 0, 0), None);
+    }
+
+    #[test]
+    fn futex_times_out_and_wakes() {
+        let w = AtomicU32::new(0);
+        let t = std::time::Instant::now();
+        futex_wait(&w, 0, Duration::from_millis(5));
+        assert!(t.elapsed() >= Duration::from_millis(4));
+        // A changed value returns at once.
+        futex_wait(&w, 1, Duration::from_secs(5));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(10));
+                w.store(1, Ordering::SeqCst);
+                futex_wake(&w);
+            });
+            let t = std::time::Instant::now();
+            while w.load(Ordering::SeqCst) == 0 {
+                futex_wait(&w, 0, Duration::from_secs(5));
+            }
+            assert!(t.elapsed() < Duration::from_secs(4));
+        });
+    }
+}
