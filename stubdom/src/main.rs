@@ -225,9 +225,22 @@ mod stub {
             heap.size >> 10,
             entry::stack_high_water().div_ceil(1024),
         );
-        // Without a console nobody sees the lines above; go on regardless (the
-        // hypervisor still reports crashes with their message).
-        let _ = console_err;
+        if let Some(e) = console_err {
+            // Without a console nobody sees the lines above: say why once on the debug
+            // console sink, and go on (crashes are still reported with their message).
+            let mut buf = [0u8; 160];
+            let mut f = chassis_stubdom::fmtbuf::FmtBuf::new(&mut buf);
+            let _ = core::fmt::write(
+                &mut f,
+                format_args!("chassis-stubdom: no log console: {e}\n"),
+            );
+            rt::hypercall(
+                StubOp::CharOut,
+                hypervisor_abi::hypercall::CHAR_SINK_DEBUGCON,
+                f.as_bytes().as_ptr() as u64,
+                f.len() as u64,
+            );
+        }
 
         match si.selftest {
             SelfTest::TouchOutside => {

@@ -10,6 +10,9 @@ pub const PRESENT: u64 = 1;
 pub const WRITABLE: u64 = 1 << 1;
 pub const WRITE_THROUGH: u64 = 1 << 3;
 pub const CACHE_DISABLE: u64 = 1 << 4;
+pub const ACCESSED: u64 = 1 << 5;
+/// Leaf entries only.
+pub const DIRTY: u64 = 1 << 6;
 /// PDE: 2 MiB page.
 pub const HUGE: u64 = 1 << 7;
 pub const NO_EXECUTE: u64 = 1 << 63;
@@ -69,19 +72,24 @@ impl<'a, M: TableMem> PageTables<'a, M> {
             return Ok(e & ADDR_MASK);
         }
         let t = self.mem.alloc_table().ok_or(MapError::NoMemory)?;
-        // Intermediate entries allow everything; the leaf decides.
-        self.mem.write(table, idx, t | PRESENT | WRITABLE);
+        // Intermediate entries allow everything; the leaf decides. Accessed is preset
+        // so the CPU never writes a table entry (see `map`).
+        self.mem
+            .write(table, idx, t | PRESENT | WRITABLE | ACCESSED);
         Ok(t)
     }
 
-    /// Identity-map `[base, base + size)` with leaf `flags` (PRESENT is added).
+    /// Identity-map `[base, base + size)` with leaf `flags` (PRESENT, ACCESSED and
+    /// DIRTY are added: the stub does not use them, and preset bits mean the CPU never
+    /// writes a table entry behind an access, which also keeps page walks out of
+    /// locked instructions on the software CPU).
     pub fn map(&mut self, base: u64, size: u64, flags: u64) -> Result<(), MapError> {
         let bad = MapError::BadRange { base, size };
         let end = base.checked_add(size).ok_or(bad)?;
         if size == 0 || base % PAGE_4K != 0 || size % PAGE_4K != 0 || end > VA_LIMIT {
             return Err(bad);
         }
-        let flags = (flags | PRESENT) & !HUGE;
+        let flags = (flags | PRESENT | ACCESSED | DIRTY) & !HUGE;
         let mut va = base;
         while va < end {
             let pdpt = self.next(self.root, index(va, 3), va)?;
@@ -226,6 +234,8 @@ mod tests {
         assert_eq!(pt.translate(0x8000_3fff).unwrap().0, 0x8000_3fff);
         assert_eq!(pt.translate(0x8000_4000), None);
         assert!(pt.translate(0x9000_0000).unwrap().1 & CACHE_DISABLE != 0);
+        let leaf = pt.translate(0x1000).unwrap().1;
+        assert_eq!(leaf & (ACCESSED | DIRTY), ACCESSED | DIRTY);
         assert_eq!(pt.translate(0x9000_1000), None);
         assert_eq!(pt.translate(0x7000_0000), None);
         let (pa, e) = pt.translate(gw + (300 << 20) + 5).unwrap();
