@@ -3,7 +3,7 @@
 #   make demo    set up, build, boot the demo guest (the firmware diagnostic boot; kvm, or emu without /dev/kvm)
 #   make test    set up, build, run every test and the format check (what .ci/run runs)
 #   make setup   host packages, rustup target, Debian artifacts, test initramfs (scripts/setup.sh)
-#   make build   host crates, guest firmware, no_std check of the shared crates
+#   make build   host crates, guest firmware, stub-domain image, no_std check of the shared crates
 #   make bench   PIO round trip (chassis kvm vs QEMU kvm/TCG), instruction throughput (chassis emu vs QEMU TCG); installs QEMU
 #   make fuzz    run every cargo-fuzz target for FUZZ_SECONDS each (not part of make test)
 #   make clean   cargo clean (keeps cache/; `make distclean` drops it too)
@@ -17,7 +17,7 @@ BARE := x86_64-unknown-none
 DEMO_CFG ?= examples/diag.cfg
 FUZZ_SECONDS ?= 60
 
-.PHONY: all setup build build-firmware build-host build-nostd test demo bench fuzz clean distclean
+.PHONY: all setup build build-firmware build-stubdom build-host build-nostd test demo bench fuzz clean distclean
 
 all: build
 
@@ -28,18 +28,23 @@ setup:
 build-firmware: setup
 	$(CARGO) build --profile firmware -p chassis-firmware --target $(BARE)
 
-build-host: setup build-firmware
+# The stub-domain image: the toolstack loads it from target/$(BARE)/stubdom/.
+build-stubdom: setup
+	$(CARGO) build --profile stubdom -p chassis-stubdom --target $(BARE)
+
+build-host: setup build-firmware build-stubdom
 	$(CARGO) build --release
 
 # chassis-devices and hypervisor-abi must stay no_std: build them for bare metal.
 build-nostd: setup
 	$(CARGO) build --release -p chassis-devices -p hypervisor-abi --target $(BARE)
 
-build: build-firmware build-host build-nostd
+build: build-firmware build-stubdom build-host build-nostd
 
 test: build
 	$(CARGO) test --release --no-fail-fast
 	$(CARGO) test --release -p chassis-firmware --lib
+	$(CARGO) test --release -p chassis-stubdom --lib
 	$(CARGO) fmt --all -- --check
 	@echo "make test: all passed"
 
