@@ -56,6 +56,12 @@ pub(crate) fn execute(
             serial: false,
         };
         let r = run(cpu, &mut m, i);
+        // A store that did not go through fails the instruction. One that completed
+        // made all its stores: running it again would apply its effect twice.
+        if r.is_ok() {
+            debug_assert!(m.outcome == Outcome::Done, "a stopped store was swallowed");
+            return r;
+        }
         match m.outcome {
             Outcome::Done => return r,
             Outcome::Lost => continue,
@@ -146,6 +152,14 @@ impl Memory for LockMem<'_> {
         }
     }
 
+    // Page-table reads and A/D stores are not the operand: straight through, neither
+    // recorded nor swapped (see `mmu::walk`).
+    fn walk_read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), Fault> {
+        self.inner.walk_read(addr, buf)
+    }
+    fn walk_write(&mut self, addr: u64, buf: &[u8]) -> Result<(), Fault> {
+        self.inner.walk_write(addr, buf)
+    }
     fn fetch(&mut self, addr: u64, buf: &mut [u8]) -> Result<(usize, bool), Fault> {
         self.inner.fetch(addr, buf)
     }

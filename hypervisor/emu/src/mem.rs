@@ -20,6 +20,18 @@ pub trait Memory {
     /// Store `buf` at physical `addr`. On failure nothing was stored.
     fn write(&mut self, addr: u64, buf: &[u8]) -> Result<(), Fault>;
 
+    /// The page walker's own accesses: page-table entries and the Accessed/Dirty bits
+    /// it stores into them. They are implicit accesses, never part of an instruction's
+    /// operands, so a memory that gives operand accesses a meaning (the LOCK wrapper in
+    /// `atomic`, which turns operand stores into compare-and-swaps) passes these
+    /// through untouched.
+    fn walk_read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), Fault> {
+        self.read(addr, buf)
+    }
+    fn walk_write(&mut self, addr: u64, buf: &[u8]) -> Result<(), Fault> {
+        self.write(addr, buf)
+    }
+
     /// Instruction fetch into `buf`: how many bytes were fetched (fewer than asked when
     /// RAM ends: the CPU does not prefetch into MMIO behind RAM) and whether they are
     /// RAM (and so may be cached decoded).

@@ -195,12 +195,22 @@ fn walk(
     let mut rw = true;
     let mut us = true;
     let mut nx = false;
+    // Table accesses use `walk_read`/`walk_write`, not `read`/`write`: inside a LOCKed
+    // instruction `mem` is the LOCK wrapper, which records reads as the operand's old
+    // value and turns writes into compare-and-swaps against them. Through it, the
+    // entries read here filled its record (leaving the operand unrecorded), and the
+    // A/D store below compared against an entry value recorded before A was set or
+    // not recorded at all: the swap "lost" or "needed serialising", the error was
+    // ignored here (best effort), the operand store then went through, and the
+    // wrapper ran the whole instruction a second time. A/D also never reached memory
+    // while the TLB already cached the entry as dirty.
     let rd = |mem: &mut dyn Memory, a: u64, wide: bool| -> u64 {
+        let mut b = [0u8; 8];
+        let n = if wide { 8 } else { 4 };
         // Page tables outside RAM read as not present.
-        if wide {
-            mem.read_u64(a).unwrap_or(0)
-        } else {
-            mem.read_u32(a).map(|v| v as u64).unwrap_or(0)
+        match mem.walk_read(a, &mut b[..n]) {
+            Ok(()) => u64::from_le_bytes(b),
+            Err(_) => 0,
         }
     };
     let (page, offset_mask, leaf_val);
@@ -302,11 +312,8 @@ fn walk(
         }
         if nv != v {
             // Best effort: a table in non-RAM ignores it.
-            let _ = if wide {
-                mem.write_u64(a, nv)
-            } else {
-                mem.write_u32(a, nv as u32)
-            };
+            let n = if wide { 8 } else { 4 };
+            let _ = mem.walk_write(a, &nv.to_le_bytes()[..n]);
         }
     }
     let dirty = write || leaf_val & D != 0;

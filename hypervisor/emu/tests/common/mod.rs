@@ -23,6 +23,12 @@ pub struct TestBus {
     pub stop: bool,
     pub written_code: Vec<u64>,
     pub mmio: Vec<(u64, bool, usize)>,
+    /// Implement [`Bus::ram_cmpxchg`] (as `hypervisor-core` does) so LOCKed
+    /// instructions take the compare-and-swap path; off: they are serialised.
+    pub atomics: bool,
+    /// Successful and failed `ram_cmpxchg` calls.
+    pub cas_ok: u32,
+    pub cas_lost: u32,
 }
 
 impl TestBus {
@@ -39,6 +45,9 @@ impl TestBus {
             stop: false,
             written_code: Vec::new(),
             mmio: Vec::new(),
+            atomics: false,
+            cas_ok: 0,
+            cas_lost: 0,
         }
     }
 
@@ -140,6 +149,28 @@ impl Bus for TestBus {
         for p in self.written_code.drain(..) {
             f(p);
         }
+    }
+    fn ram_cmpxchg(&mut self, gpa: u64, size: u8, old: u64, new: u64) -> Option<Result<(), u64>> {
+        let n = size as usize;
+        if !self.atomics || !matches!(n, 1 | 2 | 4 | 8) || !gpa.is_multiple_of(n as u64) {
+            return None;
+        }
+        let r = self.range(gpa, n)?;
+        let mut b = [0u8; 8];
+        b[..n].copy_from_slice(&self.ram[r.clone()]);
+        let cur = u64::from_le_bytes(b);
+        let m = if n == 8 {
+            u64::MAX
+        } else {
+            (1u64 << (8 * n)) - 1
+        };
+        if cur != old & m {
+            self.cas_lost += 1;
+            return Some(Err(cur));
+        }
+        self.ram[r].copy_from_slice(&new.to_le_bytes()[..n]);
+        self.cas_ok += 1;
+        Some(Ok(()))
     }
     fn stop_requested(&mut self) -> bool {
         core::mem::take(&mut self.stop)
