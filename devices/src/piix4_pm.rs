@@ -109,6 +109,15 @@ fn pm_ticks(ns: u64) -> u128 {
     ns as u128 * PM_TIMER_HZ / NS_PER_SEC
 }
 
+/// PM_TMR at guest time `now_ns` (24 bits): a pure function of guest time, so a
+/// hypervisor answering PM_TMR reads itself (stubdom mode) returns exactly what this
+/// device would. Reading it has no other effect a guest can see: TMR_STS and the SCI are
+/// brought up to date from guest time at the next access to the block or at the
+/// overflow timer.
+pub fn pm_timer_at(now_ns: u64) -> u32 {
+    (pm_ticks(now_ns) & TMR_MASK as u128) as u32
+}
+
 impl Piix4Pm {
     pub fn new(id: &PciIdent, layout: &PmLayout) -> Self {
         let mut cfg = ConfigSpace::new(id);
@@ -219,7 +228,12 @@ impl Piix4Pm {
 
     /// The PM timer value now (24 bits).
     pub fn pm_timer(&self, p: &dyn Platform) -> u32 {
-        (pm_ticks(p.now_ns()) & TMR_MASK as u128) as u32
+        pm_timer_at(p.now_ns())
+    }
+
+    /// The port PM_TMR decodes at, if the PM block is on.
+    pub fn pm_timer_port(&self) -> Option<u16> {
+        self.pm_io_base().map(|b| b + PM_TMR)
     }
 
     // ---- internals --------------------------------------------------------------

@@ -130,6 +130,12 @@ pub enum StubOp {
     /// `arg1` = its length (at most [`CRASH_MSG_MAX`], in the stub's RAM). The
     /// hypervisor stops the guest and reports the message. Does not return.
     Crash = 13,
+    /// The guest's ACPI PM timer register (PM_TMR) now decodes at port `arg0`
+    /// (0 = nowhere: PMIOSE off). The hypervisor then answers guest reads of that port
+    /// itself from guest time, as Xen's hypervisor does, so the hottest clock register
+    /// of a Linux guest does not cross to the stub domain; its value is a pure function
+    /// of guest time (`chassis_devices::piix4_pm::pm_timer_at`), the same in both modes.
+    SetPmTimerPort = 14,
 }
 
 /// [`StubOp::CharOut`] sink for the debug console (port 0xe9).
@@ -140,7 +146,7 @@ pub const CHAR_OUT_MAX: u64 = 4096;
 pub const CRASH_MSG_MAX: u64 = 1024;
 
 impl StubOp {
-    pub const ALL: [StubOp; 13] = [
+    pub const ALL: [StubOp; 14] = [
         StubOp::Ready,
         StubOp::IoreqDone,
         StubOp::SetIsaIrqLevel,
@@ -154,6 +160,7 @@ impl StubOp {
         StubOp::SetTimer,
         StubOp::CharOut,
         StubOp::Crash,
+        StubOp::SetPmTimerPort,
     ];
 
     pub const fn raw(self) -> u32 {
@@ -198,7 +205,7 @@ mod tests {
             assert_eq!(StubOp::try_from(op.raw()), Ok(*op));
         }
         assert_eq!(StubOp::try_from(0), Err(0));
-        assert_eq!(StubOp::from_raw(14), None);
+        assert_eq!(StubOp::from_raw(15), None);
         assert_eq!(StubOp::from_raw(u32::MAX), None);
     }
 }
