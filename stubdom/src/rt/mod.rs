@@ -62,6 +62,15 @@ impl Hypercall for Doorbell {
     }
 }
 
+/// The time-stamp counter (guest ns on the software CPU).
+#[inline(always)]
+pub fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: reads the TSC; CR4.TSD is clear.
+    unsafe { asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    (hi as u64) << 32 | lo as u64
+}
+
 #[inline(always)]
 pub fn cli() {
     // SAFETY: interrupt flag only.
