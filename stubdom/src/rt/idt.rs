@@ -100,6 +100,7 @@ fn gate(handler: u64) -> [u64; 2] {
 }
 
 /// Fill and load the IDT.
+#[allow(clippy::deref_addrof)] // raw-pointer access to a `static mut`, on purpose
 pub fn init() {
     // SAFETY: called once, before interrupts are enabled; nothing else touches IDT.
     unsafe {
