@@ -18,3 +18,6 @@ pub mod virtio_console;
 pub mod vm;
 
 pub use link::{StubChannel, StubKick, StubLink};
+
+#[cfg(test)]
+mod tests;
