@@ -61,7 +61,8 @@ mod tests {
     fn truncates_on_char_boundary() {
         let mut b = [0u8; 5];
         let mut f = FmtBuf::new(&mut b);
-        write!(f, "ab{}", "cdé").unwrap();
+        let s = "cdé";
+        write!(f, "ab{s}").unwrap();
         assert_eq!(f.as_bytes(), b"abcd");
         assert!(f.push(b'\n'));
         assert!(!f.push(b'x'));

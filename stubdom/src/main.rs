@@ -45,10 +45,14 @@ mod stub {
     #[global_allocator]
     static HEAP: StubHeap = StubHeap::empty();
 
-    /// Idle turns polled before going to sleep on the upcall (a turn with two slots is
-    /// about 70 instructions: ~70 k instructions, a few ms on the software CPU, tens of
-    /// µs on hardware).
+    /// Idle polling before sleeping on the upcall: at most this many empty turns (a
+    /// turn with two slots is about 70 instructions)...
     const SPIN_TURNS: u32 = 1024;
+    /// ...and at most this long by the TSC (guest nanoseconds on the software CPU,
+    /// where every polled instruction costs host time; cycles on hardware). Long enough
+    /// to catch a guest's back-to-back port accesses, short enough that an idle stub
+    /// does not keep a host core busy.
+    const SPIN_TSC: u64 = 100_000;
     /// The boot map covers this much (rt/entry.rs).
     const BOOT_MAP_END: u64 = 1 << 30;
     /// An address nothing maps (SelfTest::TouchOutside).
@@ -279,6 +283,7 @@ mod stub {
     /// The server loop: poll while busy, then sleep on the upcall.
     fn serve(server: &mut Server<Doorbell>) -> ! {
         let mut idle = 0u32;
+        let mut idle_since = 0u64;
         let mut next_report = 1u64 << 16;
         rt::sti();
         loop {
@@ -286,8 +291,11 @@ mod stub {
                 idle = 0;
                 continue;
             }
+            if idle == 0 {
+                idle_since = rt::rdtsc();
+            }
             idle += 1;
-            if idle < SPIN_TURNS {
+            if idle < SPIN_TURNS && rt::rdtsc().wrapping_sub(idle_since) < SPIN_TSC {
                 core::hint::spin_loop();
                 continue;
             }

@@ -86,7 +86,11 @@ impl<'a, M: TableMem> PageTables<'a, M> {
     pub fn map(&mut self, base: u64, size: u64, flags: u64) -> Result<(), MapError> {
         let bad = MapError::BadRange { base, size };
         let end = base.checked_add(size).ok_or(bad)?;
-        if size == 0 || base % PAGE_4K != 0 || size % PAGE_4K != 0 || end > VA_LIMIT {
+        if size == 0
+            || !base.is_multiple_of(PAGE_4K)
+            || !size.is_multiple_of(PAGE_4K)
+            || end > VA_LIMIT
+        {
             return Err(bad);
         }
         let flags = (flags | PRESENT | ACCESSED | DIRTY) & !HUGE;
@@ -94,7 +98,7 @@ impl<'a, M: TableMem> PageTables<'a, M> {
         while va < end {
             let pdpt = self.next(self.root, index(va, 3), va)?;
             let pd = self.next(pdpt, index(va, 2), va)?;
-            if va % PAGE_2M == 0 && end - va >= PAGE_2M {
+            if va.is_multiple_of(PAGE_2M) && end - va >= PAGE_2M {
                 let i = index(va, 1);
                 if self.mem.read(pd, i) & PRESENT != 0 {
                     return Err(MapError::Overlap { addr: va });

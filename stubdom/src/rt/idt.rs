@@ -2,6 +2,11 @@
 //! and crashes the stub domain through [`super::fatal`]; the upcall vector and every
 //! other vector return at once (`iretq`): the main loop re-scans after each HLT, and
 //! the stub has no other interrupt source.
+//!
+//! #PF and #DF run on a stack of their own (IST 1 of a TSS in a GDT of our own), so a
+//! stack overflow into the unmapped guard page below the stack is reported instead of
+//! ending in a triple fault. The GDT keeps the entry code's selectors (0x08 32-bit
+//! code, 0x10 64-bit code, 0x18 data) and adds the TSS at 0x20.
 
 use core::arch::{asm, global_asm};
 
@@ -92,23 +97,106 @@ struct Idt([[u64; 2]; 256]);
 
 static mut IDT: Idt = Idt([[0; 2]; 256]);
 
-/// 64-bit interrupt gate, present, DPL 0, selector 0x10.
-fn gate(handler: u64) -> [u64; 2] {
-    let lo =
-        (handler & 0xffff) | (0x10 << 16) | (0x8e00u64 << 32) | ((handler >> 16) & 0xffff) << 48;
+/// The 64-bit TSS: only IST 1 is used.
+#[repr(C, packed(4))]
+struct Tss {
+    _reserved0: u32,
+    rsp: [u64; 3],
+    _reserved1: u64,
+    ist: [u64; 7],
+    _reserved2: u64,
+    _reserved3: u16,
+    iomap_base: u16,
+}
+
+static mut TSS: Tss = Tss {
+    _reserved0: 0,
+    rsp: [0; 3],
+    _reserved1: 0,
+    ist: [0; 7],
+    _reserved2: 0,
+    _reserved3: 0,
+    iomap_base: core::mem::size_of::<Tss>() as u16,
+};
+
+#[repr(C, align(16))]
+struct Gdt([u64; 6]);
+
+/// Written by `ltr` (the busy bit), so not in .rodata.
+static mut GDT: Gdt = Gdt([
+    0,
+    0x00cf_9b00_0000_ffff, // 0x08: code, 32-bit, flat
+    0x00af_9b00_0000_ffff, // 0x10: code, 64-bit
+    0x00cf_9300_0000_ffff, // 0x18: data, flat
+    0,                     // 0x20: TSS (filled in)
+    0,
+]);
+const TSS_SELECTOR: u16 = 0x20;
+
+/// Stack for #PF and #DF.
+const IST_STACK: usize = 16 * 1024;
+#[repr(C, align(16))]
+struct IstStack([u8; IST_STACK]);
+static mut IST1: IstStack = IstStack([0; IST_STACK]);
+
+/// 64-bit interrupt gate, present, DPL 0, selector 0x10, IST `ist` (0 = none).
+fn gate(handler: u64, ist: u64) -> [u64; 2] {
+    let lo = (handler & 0xffff)
+        | (0x10 << 16)
+        | (ist & 7) << 32
+        | (0x8e00u64 << 32)
+        | ((handler >> 16) & 0xffff) << 48;
     [lo, handler >> 32]
 }
 
+/// Our GDT with a TSS whose IST 1 is [`IST1`]; loaded, and TR set.
+///
+/// # Safety
+/// Once, from [`init`], before interrupts are enabled.
+#[allow(clippy::deref_addrof)] // raw-pointer access to `static mut`s, on purpose
+unsafe fn load_gdt_tss() {
+    // SAFETY: the caller's contract; nothing else uses these statics.
+    unsafe {
+        let tss = &mut *(&raw mut TSS);
+        tss.ist[0] = (&raw const IST1 as u64) + IST_STACK as u64;
+        let base = &raw const TSS as u64;
+        let limit = (core::mem::size_of::<Tss>() - 1) as u64;
+        let gdt = &mut *(&raw mut GDT);
+        gdt.0[4] = (limit & 0xffff)
+            | (base & 0xff_ffff) << 16
+            | 0x89 << 40 // present, 64-bit available TSS
+            | ((limit >> 16) & 0xf) << 48
+            | ((base >> 24) & 0xff) << 56;
+        gdt.0[5] = base >> 32;
+        #[repr(C, packed)]
+        struct Ptr {
+            limit: u16,
+            base: u64,
+        }
+        let ptr = Ptr {
+            limit: (core::mem::size_of::<Gdt>() - 1) as u16,
+            base: &raw const GDT as u64,
+        };
+        // Same selectors as the boot GDT: the segment registers stay valid.
+        asm!("lgdt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags));
+        asm!("ltr {0:x}", in(reg) TSS_SELECTOR, options(nomem, nostack, preserves_flags));
+    }
+}
+
 /// Fill and load the IDT.
+#[allow(clippy::deref_addrof)] // raw-pointer access to a `static mut`, on purpose
 pub fn init() {
     // SAFETY: called once, before interrupts are enabled; nothing else touches IDT.
     unsafe {
+        load_gdt_tss();
         let idt = &mut *(&raw mut IDT);
         let table = &*(&raw const stub_exc_table);
         for (v, e) in idt.0.iter_mut().enumerate() {
             *e = match table.get(v) {
-                Some(&h) => gate(h),
-                None => gate(stub_irq_return as *const () as u64),
+                // #DF and #PF on the IST stack (a stack overflow is a #PF).
+                Some(&h) if v == 8 || v == 14 => gate(h, 1),
+                Some(&h) => gate(h, 0),
+                None => gate(stub_irq_return as *const () as u64, 0),
             };
         }
         #[repr(C, packed)]

@@ -62,6 +62,17 @@ impl Hypercall for Doorbell {
     }
 }
 
+/// The time-stamp counter (guest ns on the software CPU).
+#[inline(always)]
+pub fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: reads the TSC; CR4.TSD is clear.
+    unsafe {
+        asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
+    (hi as u64) << 32 | lo as u64
+}
+
 #[inline(always)]
 pub fn cli() {
     // SAFETY: interrupt flag only.
@@ -87,6 +98,7 @@ static mut CRASH_BUF: [u8; CRASH_MSG_MAX as usize] = [0; CRASH_MSG_MAX as usize]
 
 /// Log `msg` (if the console is up and this is not a fault inside the logger) and stop
 /// the stub domain with [`StubOp::Crash`]. Never returns.
+#[allow(clippy::deref_addrof)] // raw-pointer access to a `static mut`, on purpose
 pub fn fatal(msg: fmt::Arguments) -> ! {
     cli();
     if !CRASH_BUF_USED.swap(true, Ordering::SeqCst) {

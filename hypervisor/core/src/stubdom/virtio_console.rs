@@ -164,7 +164,7 @@ impl VirtioConsole {
     /// the stub domain's RAM (where its queues live).
     pub fn mmio_read(&mut self, _mem: &GuestMemory, offset: u64, size: u8) -> u64 {
         if offset >= reg::CONFIG {
-            // Device config: cols = rows = max_nr_ports = 0; emerg_wr reads 0.
+            // Device config: cols = rows = max_nr_ports = 0.
             return 0;
         }
         if size != 4 {
@@ -199,14 +199,9 @@ impl VirtioConsole {
     /// A write; a queue notify processes that queue at once (the stub polls the used
     /// ring, it needs no interrupt).
     pub fn mmio_write(&mut self, mem: &GuestMemory, offset: u64, size: u8, value: u64) {
-        if offset >= reg::CONFIG {
-            // emerg_wr (offset 8 in config): one character, written directly.
-            if offset == reg::CONFIG + 8 && size == 4 {
-                self.take_bytes(&[value as u8]);
-            }
-            return;
-        }
-        if size != 4 {
+        // Device config is read-only here (emerg_wr needs VIRTIO_CONSOLE_F_EMERG_WRITE,
+        // which is not offered).
+        if offset >= reg::CONFIG || size != 4 {
             return;
         }
         let v = value & 0xffff_ffff;
