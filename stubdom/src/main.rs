@@ -46,8 +46,9 @@ mod stub {
     static HEAP: StubHeap = StubHeap::empty();
 
     /// Idle polling before sleeping on the upcall: at most this many empty turns (a
-    /// turn with two slots is about 70 instructions)...
-    const SPIN_TURNS: u32 = 1024;
+    /// turn with two slots is about 70 instructions; on `emu` every one is interpreted,
+    /// and the hypervisor spins natively before parking a halted stub anyway)...
+    const SPIN_TURNS: u32 = 32;
     /// ...and at most this long by the TSC (guest nanoseconds on the software CPU,
     /// where every polled instruction costs host time; cycles on hardware). Long enough
     /// to catch a guest's back-to-back port accesses, short enough that an idle stub

@@ -194,6 +194,8 @@ pub struct Server<H: Hypercall> {
     pages: SharedPages,
     nr_vcpus: u32,
     pub stats: Stats,
+    /// Where PM_TMR decodes, as last told to the hypervisor (0 = nowhere).
+    pm_timer_port: u16,
 }
 
 impl<H: Hypercall> Server<H> {
@@ -211,6 +213,7 @@ impl<H: Hypercall> Server<H> {
             pages,
             nr_vcpus: nr_vcpus.min(ioreq::MAX_STUB_VCPUS),
             stats: Stats::default(),
+            pm_timer_port: 0,
         }
     }
 
@@ -282,9 +285,25 @@ impl<H: Hypercall> Server<H> {
         if let Some(d) = data {
             self.pages.put_data(slot, d);
         }
+        if req.dir == ioreq::IOREQ_WRITE {
+            self.sync_pm_timer_port();
+        }
         self.pages.put_state(slot, flags | STATE_IORESP_READY);
         self.stats.requests += 1;
         self.platform.hc.call(StubOp::IoreqDone, slot as u64, 0, 0);
+    }
+
+    /// A write may have moved the PM block (PMBA/PMIOSE in PCI config space): the
+    /// hypervisor answers PM_TMR reads itself, so it learns the new port before the
+    /// guest can read there (before this request completes).
+    fn sync_pm_timer_port(&mut self) {
+        let port = self.machine.pm.pm_timer_port().unwrap_or(0);
+        if port != self.pm_timer_port {
+            self.pm_timer_port = port;
+            self.platform
+                .hc
+                .call(StubOp::SetPmTimerPort, port as u64, 0, 0);
+        }
     }
 
     fn malformed(&mut self, slot: u32, req: &IoReq, why: Malformed) -> Option<u64> {
@@ -558,6 +577,43 @@ mod tests {
         assert_eq!(r.server.stats.malformed, 0);
         // Nothing left: a turn with every slot answered does nothing.
         assert!(!r.server.turn());
+    }
+
+    #[test]
+    fn pm_block_moves_are_told_to_the_hypervisor_before_the_write_completes() {
+        let mut r = rig();
+        let pm = 0x0b; // 00:01.3, devfn 0x0b
+        let cfg = |off: u64| 0x8000_0000u64 | pm << 8 | off;
+        // PMBA alone decodes nothing: no call.
+        r.run(0, pio(0xcf8, 4, IOREQ_WRITE, cfg(0x40)));
+        r.run(0, pio(0xcfc, 4, IOREQ_WRITE, 0xb001));
+        // PMIOSE on: PM_TMR at 0xb008, said before IoreqDone.
+        r.run(0, pio(0xcf8, 4, IOREQ_WRITE, cfg(0x80)));
+        assert!(ioreq::write_slot(
+            &mut r.ioreq.0,
+            0,
+            &pio(0xcfc, 1, IOREQ_WRITE, 1).encode()
+        ));
+        assert!(r.server.turn());
+        assert_eq!(
+            r.server.platform.hc.take(),
+            [
+                (StubOp::SetPmTimerPort, 0xb008, 0, 0),
+                (StubOp::IoreqDone, 0, 0, 0)
+            ]
+        );
+        // Off again: port 0.
+        r.run(0, pio(0xcf8, 4, IOREQ_WRITE, cfg(0x80)));
+        assert!(ioreq::write_slot(
+            &mut r.ioreq.0,
+            0,
+            &pio(0xcfc, 1, IOREQ_WRITE, 0).encode()
+        ));
+        assert!(r.server.turn());
+        assert_eq!(
+            r.server.platform.hc.take().first(),
+            Some(&(StubOp::SetPmTimerPort, 0, 0, 0))
+        );
     }
 
     #[test]

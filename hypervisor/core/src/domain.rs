@@ -87,11 +87,6 @@ pub fn run(cfg: &DomainConfig) -> Result<(DomainExit, RunStats), Error> {
         )));
     }
     if let Some(sc) = &cfg.stubdom {
-        if cfg.backend != Backend::Emu {
-            return Err(Error::Config(
-                "stubdom mode needs cpu_backend = \"emu\" for now".into(),
-            ));
-        }
         if cfg.vcpus > hypervisor_abi::ioreq::MAX_STUB_VCPUS {
             return Err(Error::Config(format!(
                 "vcpus = {}: a stub-domain device model serves at most {} vCPUs",
@@ -205,6 +200,10 @@ pub fn run(cfg: &DomainConfig) -> Result<(DomainExit, RunStats), Error> {
                 cfg.vcpus,
                 &bytes,
                 cfg.deterministic,
+                match cfg.backend {
+                    Backend::Emu => crate::xen_hypercall::StubKind::Vmcall,
+                    Backend::Kvm => crate::xen_hypercall::StubKind::PortOut,
+                },
             )?;
             (DeviceModel::Stub(StubLink::new(ch.clone())), Some((vm, ch)))
         }
@@ -245,19 +244,62 @@ fn run_kvm(
         });
         vcpus.push(Box::new(vm.create_vcpu(id, boot)?));
     }
+    let Io {
+        serial,
+        debugcon,
+        dm,
+        stub,
+    } = io;
 
-    let mut state = PlatformState::new(mem, &vm, io.serial, io.debugcon);
+    let mut state = PlatformState::new(mem, &vm, serial, debugcon);
     if let Some(s) = &cfg.stop_on_output {
         state.set_stop_on_output(s.as_bytes());
     }
-    state.set_kicks(vcpus.iter().map(|v| v.kicker()).collect());
-    let machine = io.dm;
+    let mut kicks: Vec<Arc<dyn Kick>> = vcpus.iter().map(|v| v.kicker()).collect();
+    // Stubdom mode: the stub domain is a second KVM VM, created here so a stop can kick
+    // its vCPU too.
+    let mut stub = stub;
+    let mut kvm_stub = None;
+    if let Some((svm, ch)) = &mut stub {
+        svm.write_start_info(chassis_devices::platform::Platform::wall_clock_base_ns(
+            &state.handle(),
+        ))?;
+        kicks.push(Arc::new(StubKick(ch.clone())));
+    }
+    if let Some((svm, ch)) = &stub {
+        let ks = crate::stubdom::kvm_vm::KvmStub::new(svm, ch, mem)?;
+        kicks.push(ks.kicker());
+        kvm_stub = Some(ks);
+    }
+    state.set_kicks(kicks);
+    let machine = dm;
 
     let started = Instant::now();
     let mut exits = ExitCounts::default();
     std::thread::scope(|s| {
         let st = &state;
         let m = &machine;
+        if let (Some((svm, ch)), Some(sc), Some(mut ks)) = (&stub, &cfg.stubdom, kvm_stub) {
+            // The stub domain first; the guest starts once it says Ready.
+            let h = std::thread::Builder::new()
+                .name("stubdom".into())
+                .spawn_scoped(s, move || {
+                    guarded(st, "stub domain", || ks.run(svm, ch, st));
+                });
+            if let Err(e) = h {
+                st.finish(Err(Error::Config(format!(
+                    "cannot start the stub-domain thread: {e}"
+                ))));
+            }
+            let timeout = crate::stubdom::vm::ready_timeout(sc);
+            if !ch.wait_ready(st, timeout) && !st.stopping() {
+                st.finish(Ok(DomainExit::Crashed(format!(
+                    "stub domain '{}' did not become ready within {} s",
+                    svm.name,
+                    timeout.as_secs_f64()
+                ))));
+            }
+        }
         s.spawn(move || guarded(st, "timer", || timer_thread(st, m)));
         if cfg.serial == CharTarget::Stdout && console_input_wanted() {
             s.spawn(move || guarded(st, "console", || stdin_thread(st, m)));
@@ -285,11 +327,17 @@ fn run_kvm(
             state.finish(Ok(DomainExit::Crashed("all vCPUs stopped".into())));
         }
     });
-    let stats = RunStats {
+    let mut stats = RunStats {
         exits,
         elapsed: started.elapsed(),
         ..Default::default()
     };
+    if let Some((svm, ch)) = &stub {
+        stats.stub_requests = ch.requests.load(std::sync::atomic::Ordering::Relaxed);
+        stats.stub_buffered = ch.posted.load(std::sync::atomic::Ordering::Relaxed);
+        stats.stub_ram_bytes = svm.mem.layout().memory;
+        stats.stub_ram_pages_touched = svm.mem.nonzero_pages();
+    }
     let outcome = state
         .take_outcome()
         .unwrap_or_else(|| Ok(DomainExit::Crashed("stopped without a reason".into())));

@@ -102,6 +102,11 @@ pub struct StubChannel {
     pub requests: AtomicU64,
     /// Writes posted to the buffered ring.
     pub posted: AtomicU64,
+    /// Where the guest's PM_TMR decodes (0 = nowhere), as the stub last said
+    /// (`StubOp::SetPmTimerPort`): reads of it are answered here.
+    pub pm_timer_port: AtomicU32,
+    /// PM_TMR reads answered here.
+    pub pm_timer_reads: AtomicU64,
 }
 
 impl StubChannel {
@@ -126,6 +131,8 @@ impl StubChannel {
             ready: AtomicU32::new(0),
             requests: AtomicU64::new(0),
             posted: AtomicU64::new(0),
+            pm_timer_port: AtomicU32::new(0),
+            pm_timer_reads: AtomicU64::new(0),
         }
     }
 
@@ -480,8 +487,20 @@ impl StubLink {
         }
     }
 
-    /// A port read of `size` (1, 2, 4) bytes; all ones if the domain stops.
+    /// A port read of `size` (1, 2, 4) bytes; all ones if the domain stops. Reads of
+    /// the PM timer are answered here from guest time (the same function of guest time
+    /// the device uses, so the value is the one the stub would give).
     pub fn pio_read(&self, st: &PlatformState, vcpu: u32, port: u16, size: u8) -> u64 {
+        let tmr = self.ch.pm_timer_port.load(Ordering::Relaxed);
+        if tmr != 0 {
+            let off = (port as u32).wrapping_sub(tmr);
+            if off < 4 && off + size as u32 <= 4 {
+                self.ch.pm_timer_reads.fetch_add(1, Ordering::Relaxed);
+                let now = chassis_devices::platform::Platform::now_ns(&st.handle());
+                let v = chassis_devices::piix4_pm::pm_timer_at(now) >> (8 * off);
+                return v as u64 & mask(size);
+            }
+        }
         let req = self.req(vcpu, IOREQ_TYPE_PIO, port as u64, size, IOREQ_READ, 0);
         self.vcpu_call(st, vcpu, req, "port")
             .map_or(mask(size), |d| d & mask(size))

@@ -6,11 +6,13 @@
 //! * [`ops`]: the stub's doorbell hypercall (`StubOp`), argument-checked.
 //! * [`bus`]: what the stub's software CPU sees; everything outside its memory map stops
 //!   the domain with a report.
+//! * [`kvm_vm`]: the stub domain as a second KVM VM (`kvm` backend).
 //! * [`vm`]: building (RAM, image, hypercall page, start info) and running the stub.
 //! * [`shared`]: the shared pages as host atomics, and the futex both sides park on.
 //! * [`virtio_console`]: the host end of the stub domain's virtio-mmio console; its
 //!   `log` lines come out prefixed with the stub domain's name.
 pub mod bus;
+pub mod kvm_vm;
 pub mod link;
 pub mod ops;
 pub mod shared;

@@ -83,6 +83,16 @@ impl StubOps<'_, '_> {
                 0
             }
             StubOp::Now => p.now_ns().min(i64::MAX as u64) as i64,
+            StubOp::SetPmTimerPort => {
+                // PM_TMR is 4 bytes inside a 64-byte block at a 64-byte aligned base.
+                if a0 != 0 && (a0 > 0xfffc || a0 % 64 != 8) {
+                    return EINVAL;
+                }
+                self.ch
+                    .pm_timer_port
+                    .store(a0 as u32, std::sync::atomic::Ordering::Relaxed);
+                0
+            }
             StubOp::SetTimer => {
                 if a0 >= TIMER_COUNT as u64 {
                     return EINVAL;

@@ -28,10 +28,14 @@ fn aligned_in_range(off: usize, size: u8) -> bool {
         && off.checked_add(size as usize).is_some_and(|e| e <= SIZE)
 }
 
-/// The shared area: 4 pages of atomics.
+/// The shared area: 4 pages of atomics, page-aligned so a KVM memory slot can map them
+/// into the stub domain as they are (the `kvm` backend).
 pub struct SharedPages {
-    words: Box<[AtomicU64]>,
+    words: Box<Area>,
 }
+
+#[repr(C, align(4096))]
+struct Area([AtomicU64; SIZE / 8]);
 
 impl Default for SharedPages {
     fn default() -> Self {
@@ -42,12 +46,19 @@ impl Default for SharedPages {
 impl SharedPages {
     pub fn new() -> SharedPages {
         SharedPages {
-            words: (0..SIZE / 8).map(|_| AtomicU64::new(0)).collect(),
+            words: Box::new(Area(std::array::from_fn(|_| AtomicU64::new(0)))),
         }
     }
 
     fn base(&self) -> *mut u8 {
-        self.words.as_ptr() as *mut u8
+        self.words.0.as_ptr() as *mut u8
+    }
+
+    /// The host address of the area (page-aligned, [`SIZE`] bytes), for a KVM memory
+    /// slot. The stub domain then writes it behind our back, which is why every host
+    /// access here is atomic.
+    pub fn host_base(&self) -> *mut u8 {
+        self.base()
     }
 
     /// Whether `[off, off + len)` lies inside the area.
@@ -127,7 +138,7 @@ impl SharedPages {
 
     /// Atomic fetch-or of a u64 word (8-aligned `off`); returns the old value.
     pub fn fetch_or64(&self, off: usize, bits: u64) -> u64 {
-        match self.words.get(off / 8) {
+        match self.words.0.get(off / 8) {
             Some(w) if off.is_multiple_of(8) => w.fetch_or(bits, Ordering::SeqCst),
             _ => 0,
         }

@@ -1,6 +1,6 @@
-//! Building and running a stub domain on the `emu` backend: its RAM, the unikernel
-//! image, the hypercall page, the shared pages, the start info, and the thread that runs
-//! its software CPU beside the guest's vCPUs.
+//! Building and running a stub domain: its RAM, the unikernel image, the hypercall
+//! page, the shared pages, the start info (both backends), and on `emu` the thread that
+//! runs its software CPU beside the guest's vCPUs (`kvm`: [`crate::stubdom::kvm_vm`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -114,6 +114,7 @@ pub fn build(
     nr_vcpus: u32,
     config: &[u8],
     deterministic: bool,
+    hypercall: StubKind,
 ) -> Result<(StubVm, Arc<StubChannel>), Error> {
     if nr_vcpus == 0 || nr_vcpus > MAX_STUB_VCPUS {
         return Err(Error::Config(format!(
@@ -140,7 +141,7 @@ pub fn build(
         path: sc.image.clone(),
         why,
     })?;
-    mem.write(map::HYPERCALL_PAGE, &hypercall_page(StubKind::Vmcall))
+    mem.write(map::HYPERCALL_PAGE, &hypercall_page(hypercall))
         .map_err(|_| Error::Config("stub RAM has no room for the hypercall page".into()))?;
     let window = guest_window(guest_layout);
     let selftest = SelfTest::from_raw(sc.selftest).ok_or_else(|| {
