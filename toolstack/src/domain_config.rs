@@ -40,9 +40,6 @@ pub const MAX_MEMORY_MIB: u64 = 64 * 1024;
 pub const MAX_VCPUS: u64 = 128;
 /// Unknown keys warned about one by one; the rest are counted.
 const MAX_UNKNOWN_WARNINGS: usize = 50;
-/// The stub domain on the kvm backend is not there yet.
-pub const STUBDOM_NEEDS_EMU: &str = "device_model_stubdomain_override = 1 needs \
-     cpu_backend = \"emu\" for now (a stub domain on kvm is not implemented yet)";
 /// What `inputs` calls the stub-domain image.
 pub const STUBDOM_WHAT: &str = "stub-domain image";
 /// Most seconds `stubdomain_response_timeout` accepts.
@@ -833,9 +830,7 @@ impl<'a> Builder<'a> {
                 return None;
             }
         }
-        if backend != Backend::Emu {
-            self.error_at(&s.value.at, STUBDOM_NEEDS_EMU);
-        }
+        let _ = backend; // the stub domain runs on the guest's backend, either one
         let mut sc = StubdomConfig::new(self.opts.stubdom_image.clone());
         inputs.push(FileRef {
             what: STUBDOM_WHAT,
@@ -1843,9 +1838,12 @@ mod tests {
                 "demo.cfg:5:1: stubdomain_kernel is not supported: the chassis stub domain is a built-in unikernel (set CHASSIS_STUBDOM to run another image)"
             );
         }
-        assert_eq!(
-            one_error(&with("device_model_stubdomain_override = 1")),
-            format!("demo.cfg:3:36: {STUBDOM_NEEDS_EMU}")
+        // On kvm too: the stub domain is a second KVM VM.
+        assert!(
+            ok(&with("device_model_stubdomain_override = 1"))
+                .0
+                .stubdom
+                .is_some()
         );
         assert_eq!(
             one_error(&with("device_model_stubdomain_override = 2")),
@@ -2024,14 +2022,11 @@ mod tests {
         let (c, d) = check(text);
         assert!(c.is_none());
         let e: Vec<String> = d.errors.iter().map(ToString::to_string).collect();
-        assert_eq!(e.len(), 4, "{e:?}");
+        // The stub domain itself is accepted (on kvm, the default backend).
+        assert_eq!(e.len(), 3, "{e:?}");
         assert!(e[0].starts_with("demo.cfg:5:8: disks"), "{e:?}");
         assert!(e[1].starts_with("demo.cfg:6:8: network"), "{e:?}");
         assert!(e[2].starts_with("demo.cfg:18:13: on_reboot"), "{e:?}");
-        assert!(
-            e[3].starts_with("demo.cfg:21:36: device_model_stubdomain_override = 1 needs"),
-            "{e:?}"
-        );
         let w: Vec<String> = d.warnings.iter().map(ToString::to_string).collect();
         let lines: Vec<&str> = w.iter().map(|w| w.split(':').nth(1).unwrap()).collect();
         assert_eq!(lines, ["7", "8", "9", "10", "11", "15", "16"], "{w:?}");
