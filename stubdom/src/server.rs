@@ -16,7 +16,7 @@
 //! ring, handed to `hypervisor_abi::bufioreq::drain` as a page after an acquire fence;
 //! `drain` re-reads nothing it has validated).
 
-use core::sync::atomic::{AtomicU8, AtomicU64, Ordering, fence};
+use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering, fence};
 
 use chassis_devices::io::Width;
 use chassis_devices::machine::Machine;
@@ -242,26 +242,78 @@ impl<H: Hypercall> Server<H> {
         self.pages.ring_nonempty() && self.drain_nonempty()
     }
 
+    /// The consumer side of the ring. Both pointers are read as one 64-bit atomic and
+    /// `read_pointer` only ever moves by an atomic add: the hypervisor (the producer)
+    /// subtracts whole rounds of 511 from both pointers with one 64-bit compare-and-
+    /// swap to keep them from wrapping (Xen's atomic buffered-ioreq mode), and a plain
+    /// store of our own copy of `read_pointer` would undo that and lose the ring.
     #[inline(never)]
     fn drain_nonempty(&mut self) -> bool {
-        // The slots were written before the write pointer we just saw.
-        fence(Ordering::Acquire);
-        // SAFETY: non-null (ring_nonempty), a mapped page (constructor contract).
-        let page = unsafe { &mut *(self.pages.bufioreq as *mut [u8; bufioreq::PAGE_SIZE]) };
-        let (machine, platform) = (&mut self.machine, &mut self.platform);
-        let (handled, errors) = bufioreq::drain(page, |w| apply_buffered(machine, platform, w));
+        // SAFETY: the page is mapped and 4 KiB aligned (constructor contract); its first
+        // 8 bytes are the two pointers, and every slot lies inside it.
+        let both = unsafe { &*(self.pages.bufioreq as *const AtomicU64) };
+        let read_ptr = unsafe { &*(self.pages.bufioreq as *const AtomicU32) };
+        let slot_at = |ptr: u32| -> bufioreq::BufIoReq {
+            let off = bufioreq::SLOTS_OFFSET
+                + (ptr % bufioreq::IOREQ_BUFFER_SLOT_NUM) as usize * bufioreq::BUF_IOREQ_SIZE;
+            // SAFETY: off + 8 <= 8 + 511 * 8 < 4096, an aligned u64 of the page.
+            let v = unsafe { &*(self.pages.bufioreq.add(off) as *const AtomicU64) }
+                .load(Ordering::Relaxed);
+            bufioreq::BufIoReq::decode(&v.to_le_bytes())
+        };
+        let (mut handled, mut errors) = (0u32, 0u32);
+        // At most one ring's worth, so a producer that keeps adding cannot keep the
+        // consumer here forever.
+        for _ in 0..bufioreq::IOREQ_BUFFER_SLOT_NUM {
+            // Acquire: the slots were written before the write pointer we see.
+            let p = both.load(Ordering::Acquire);
+            let (read, write) = (p as u32, (p >> 32) as u32);
+            let avail = write.wrapping_sub(read);
+            if avail == 0 {
+                break;
+            }
+            if avail > bufioreq::IOREQ_BUFFER_SLOT_NUM {
+                // Impossible fill level: skip to the producer's position.
+                read_ptr.fetch_add(avail, Ordering::Release);
+                errors += 1;
+                break;
+            }
+            let first = slot_at(read);
+            let qw = first.size() == 8;
+            if qw && avail < 2 {
+                read_ptr.fetch_add(1, Ordering::Release);
+                errors += 1;
+                continue;
+            }
+            let mut data = first.data as u64;
+            if qw {
+                data |= (slot_at(read.wrapping_add(1)).data as u64) << 32;
+            }
+            // The slots are copied: hand them back before acting.
+            read_ptr.fetch_add(1 + qw as u32, Ordering::Release);
+            let w = BufferedWrite {
+                ty: first.ty,
+                addr: first.addr,
+                size: first.size(),
+                data,
+            };
+            let ok = first.dir == ioreq::IOREQ_WRITE
+                && matches!(first.ty, IOREQ_TYPE_PIO | IOREQ_TYPE_COPY)
+                && w.to_ioreq().validate().is_ok();
+            if ok {
+                apply_buffered(&mut self.machine, &mut self.platform, w);
+                handled += 1;
+            } else {
+                errors += 1;
+            }
+        }
         if errors != 0 {
-            // A corrupt ring: drain has already resynchronised the read pointer; fold
-            // the pointers back to their canonical range and go on.
-            bufioreq::canonicalize(page);
             let before = self.stats.ring_errors;
             self.stats.ring_errors += errors as u64;
             if before < MALFORMED_LOG_LIMIT {
                 log::warn!("buffered ioreq ring: {errors} bad entries skipped");
             }
         }
-        // Publish the read pointer before anything that follows.
-        fence(Ordering::Release);
         self.stats.buffered += handled as u64;
         handled != 0 || errors != 0
     }
@@ -813,7 +865,9 @@ mod tests {
             bufioreq::read_pointer(&r.buf.0),
             bufioreq::write_pointer(&r.buf.0)
         );
-        assert!(bufioreq::read_pointer(&r.buf.0) < bufioreq::IOREQ_BUFFER_SLOT_NUM);
+        // The consumer never writes write_pointer (it is the producer's, which also
+        // keeps both pointers canonical): read_pointer caught up with it.
+        assert_eq!(bufioreq::write_pointer(&r.buf.0), 5000);
         // A read on the ring (not a write) is skipped.
         let mut slot = bufioreq::BufIoReq {
             ty: IOREQ_TYPE_PIO,
