@@ -41,8 +41,20 @@ use crate::backend::Kick;
 use crate::platform::{PlatformState, lock};
 use crate::stubdom::shared::{self, SharedPages, futex_wait, futex_wake};
 
-/// How long a waiter spins on the state byte before parking.
+/// How long a waiter spins on the state byte before parking (`CHASSIS_STUB_SPIN_US`
+/// overrides it, for tuning).
 pub const SPIN: Duration = Duration::from_micros(40);
+fn spin_limit() -> Duration {
+    static S: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *S.get_or_init(|| {
+        std::env::var("CHASSIS_STUB_SPIN_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_micros)
+            .unwrap_or(SPIN)
+    })
+}
+
 /// Longest single park (the waiter re-checks stop and timeout after each).
 const PARK_SLICE: Duration = Duration::from_millis(20);
 
@@ -322,7 +334,7 @@ impl StubChannel {
                 if st.stopping() {
                     return None;
                 }
-                if t0.elapsed() >= SPIN {
+                if t0.elapsed() >= spin_limit() {
                     break;
                 }
             }
