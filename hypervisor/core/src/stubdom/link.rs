@@ -55,6 +55,9 @@ fn spin_limit() -> Duration {
     })
 }
 
+/// How long a waiter keeps polling (yielding) while the stub's CPU runs.
+const BUSY_POLL: Duration = Duration::from_millis(2);
+
 /// Longest single park (the waiter re-checks stop and timeout after each).
 const PARK_SLICE: Duration = Duration::from_millis(20);
 
@@ -334,8 +337,16 @@ impl StubChannel {
                 if st.stopping() {
                     return None;
                 }
-                if t0.elapsed() >= spin_limit() {
-                    break;
+                let waited = t0.elapsed();
+                if waited >= spin_limit() {
+                    // While the stub's CPU is running (most likely on this very
+                    // request), keep polling but give the core away between looks:
+                    // parking would add a wake-up to every slow answer.
+                    if waited >= BUSY_POLL || self.stub_parked.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    std::thread::yield_now();
+                    continue;
                 }
             }
             std::hint::spin_loop();
