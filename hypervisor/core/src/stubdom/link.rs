@@ -9,7 +9,8 @@
 //! Send: every byte of the slot but the state byte, then the state byte (READY) with
 //! release; then the port's pending bit, its selector bit and `upcall_pending` (atomics,
 //! in that order); then the host-side upcall line, and a futex wake if the stub's CPU is
-//! parked in HLT. Wait: spin on the state byte (acquire) for [`SPIN`], then park on the
+//! parked in HLT. Wait: spin on the state byte (acquire) for [`SPIN`], poll it with
+//! yields up to 2 ms (the emulated stub needs tens of µs per request), then park on the
 //! slot's doorbell (bumped by `StubOp::IoreqDone`) in short timed waits, until
 //! IORESP_READY, a stop of the domain (the access then reads all ones) or the response
 //! timeout (which stops the domain with a report). On IORESP_READY the slot is copied
@@ -54,6 +55,9 @@ fn spin_limit() -> Duration {
             .unwrap_or(SPIN)
     })
 }
+
+/// How long a waiter keeps polling (yielding the core between looks) before parking.
+const BUSY_POLL: Duration = Duration::from_millis(2);
 
 /// Longest single park (the waiter re-checks stop and timeout after each).
 const PARK_SLICE: Duration = Duration::from_millis(20);
@@ -341,8 +345,16 @@ impl StubChannel {
                 if st.stopping() {
                     return None;
                 }
-                if t0.elapsed() >= spin_limit() {
-                    break;
+                let waited = t0.elapsed();
+                if waited >= spin_limit() {
+                    // The stub's CPU is working on it (or being woken for it): keep
+                    // polling but give the core away between looks; parking would add
+                    // a wake-up to every slow answer.
+                    if waited >= BUSY_POLL {
+                        break;
+                    }
+                    std::thread::yield_now();
+                    continue;
                 }
             }
             std::hint::spin_loop();
