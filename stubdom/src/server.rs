@@ -12,21 +12,22 @@
 //!
 //! Shared memory is reached through raw pointers with volatile/atomic accesses only:
 //! the hypervisor writes these pages concurrently, so no Rust reference to them lives
-//! across a point where the other side may write (the one exception is the buffered
-//! ring, handed to `hypervisor_abi::bufioreq::drain` as a page after an acquire fence;
-//! `drain` re-reads nothing it has validated).
+//! across a point where the other side may write. The buffered ring is consumed with
+//! `hypervisor_abi::bufioreq::dequeue`'s checks, but through atomics, advancing
+//! `read_pointer` with an atomic add ([`SharedPages`]' `ring_take`).
 
 use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering, fence};
 
 use chassis_devices::io::Width;
 use chassis_devices::machine::Machine;
 use chassis_devices::platform::{Platform, TimerId};
-use hypervisor_abi::bufioreq::{self, BufferedWrite};
+use hypervisor_abi::bufioreq::{self, BufIoReq, BufferedWrite, RingError};
 use hypervisor_abi::evtchn;
 use hypervisor_abi::hypercall::StubOp;
 use hypervisor_abi::ioreq::{
-    self, IOREQ_SIZE, IOREQ_TYPE_COPY, IOREQ_TYPE_PIO, IoReq, IoReqError, IoReqType,
-    STATE_BYTE_OFFSET, STATE_IOREQ_INPROCESS, STATE_IOREQ_READY, STATE_IORESP_READY,
+    self, IOREQ_SIZE, IOREQ_TYPE_COPY, IOREQ_TYPE_PIO, IOREQ_TYPE_TIMEOFFSET, IOREQ_WRITE, IoReq,
+    IoReqError, IoReqType, STATE_BYTE_OFFSET, STATE_IOREQ_INPROCESS, STATE_IOREQ_READY,
+    STATE_IORESP_READY,
 };
 
 use crate::hypercall::Hypercall;
@@ -107,6 +108,80 @@ impl SharedPages {
             )
         };
         r != w
+    }
+
+    /// The ring's pointers as atomics (the page is 4 KiB aligned).
+    fn ring_pointer(&self, off: usize) -> &AtomicU32 {
+        // SAFETY: offsets 0 and 4 of the (non-null, checked by callers) ring page.
+        unsafe { AtomicU32::from_ptr(self.bufioreq.add(off) as *mut u32) }
+    }
+
+    fn ring_slot(&self, pointer: u32) -> BufIoReq {
+        let off = bufioreq::SLOTS_OFFSET
+            + (pointer % bufioreq::IOREQ_BUFFER_SLOT_NUM) as usize * bufioreq::BUF_IOREQ_SIZE;
+        // SAFETY: the slot index is reduced mod 511, so the 8 bytes are in the page
+        // (8 + 511 * 8 = 4096); 8-aligned.
+        let v = unsafe { core::ptr::read_volatile(self.bufioreq.add(off) as *const u64) };
+        BufIoReq::decode(&v.to_le_bytes())
+    }
+
+    /// Consumer side of the buffered ring: `hypervisor_abi::bufioreq::dequeue`'s
+    /// protocol (same checks, same errors), except that `read_pointer` is advanced
+    /// with an atomic add: the hypervisor folds both pointers back by whole rounds
+    /// with one 64-bit compare-and-swap while the stub runs (Xen's atomic mode), and
+    /// an add composes with that where a plain store of `read + n` would undo it.
+    fn ring_take(&self) -> Result<Option<BufferedWrite>, RingError> {
+        if self.bufioreq.is_null() {
+            return Ok(None);
+        }
+        let rp = self.ring_pointer(bufioreq::READ_POINTER_OFFSET);
+        // Both pointers in one load: read separately, a fold by the producer between
+        // the two loads would pair an unfolded read with a folded write. Acquire: the
+        // slots were written before the write pointer (release on the other side).
+        // SAFETY: offset 0 of the 4 KiB-aligned ring page holds the two u32 pointers.
+        let both =
+            unsafe { AtomicU64::from_ptr(self.bufioreq as *mut u64) }.load(Ordering::Acquire);
+        let (read, write) = (both as u32, (both >> 32) as u32);
+        let avail = write.wrapping_sub(read);
+        if avail == 0 {
+            return Ok(None);
+        }
+        if avail > bufioreq::IOREQ_BUFFER_SLOT_NUM {
+            // Garbage pointers: drop what the ring holds (read = write).
+            rp.fetch_add(avail, Ordering::Release);
+            return Err(RingError::BadPointers { read, write });
+        }
+        let first = self.ring_slot(read);
+        let size = first.size();
+        let qw = size == 8;
+        if qw && avail < 2 {
+            rp.fetch_add(1, Ordering::Release);
+            return Err(RingError::IncompleteQuadWord);
+        }
+        let mut data = first.data as u64;
+        if qw {
+            data |= (self.ring_slot(read.wrapping_add(1)).data as u64) << 32;
+        }
+        // Done with the slots: hand them back.
+        rp.fetch_add(1 + qw as u32, Ordering::Release);
+        let w = BufferedWrite {
+            ty: first.ty,
+            addr: first.addr,
+            size,
+            data,
+        };
+        if first.dir != IOREQ_WRITE
+            || !matches!(
+                first.ty,
+                IOREQ_TYPE_PIO | IOREQ_TYPE_COPY | IOREQ_TYPE_TIMEOFFSET
+            )
+        {
+            return Err(RingError::BadEntry(None));
+        }
+        if let Err(e) = w.to_ioreq().validate() {
+            return Err(RingError::BadEntry(Some(e)));
+        }
+        Ok(Some(w))
     }
 
     fn evtchn_word(&self, off: usize) -> &AtomicU64 {
@@ -249,72 +324,32 @@ impl<H: Hypercall> Server<H> {
     /// store of our own copy of `read_pointer` would undo that and lose the ring.
     #[inline(never)]
     fn drain_nonempty(&mut self) -> bool {
-        // SAFETY: the page is mapped and 4 KiB aligned (constructor contract); its first
-        // 8 bytes are the two pointers, and every slot lies inside it.
-        let both = unsafe { &*(self.pages.bufioreq as *const AtomicU64) };
-        let read_ptr = unsafe { &*(self.pages.bufioreq as *const AtomicU32) };
-        let slot_at = |ptr: u32| -> bufioreq::BufIoReq {
-            let off = bufioreq::SLOTS_OFFSET
-                + (ptr % bufioreq::IOREQ_BUFFER_SLOT_NUM) as usize * bufioreq::BUF_IOREQ_SIZE;
-            // SAFETY: off + 8 <= 8 + 511 * 8 < 4096, an aligned u64 of the page.
-            let v = unsafe { &*(self.pages.bufioreq.add(off) as *const AtomicU64) }
-                .load(Ordering::Relaxed);
-            bufioreq::BufIoReq::decode(&v.to_le_bytes())
-        };
-        let (mut handled, mut errors) = (0u32, 0u32);
-        // At most one ring's worth, so a producer that keeps adding cannot keep the
-        // consumer here forever.
+        let mut handled = 0u64;
+        let mut errors = 0u64;
+        // At most one ring's worth per call: a producer that keeps adding cannot keep
+        // the server here.
         for _ in 0..bufioreq::IOREQ_BUFFER_SLOT_NUM {
-            // Acquire: the slots were written before the write pointer we see.
-            let p = both.load(Ordering::Acquire);
-            let (read, write) = (p as u32, (p >> 32) as u32);
-            let avail = write.wrapping_sub(read);
-            if avail == 0 {
-                break;
-            }
-            if avail > bufioreq::IOREQ_BUFFER_SLOT_NUM {
-                // Impossible fill level: skip to the producer's position.
-                read_ptr.fetch_add(avail, Ordering::Release);
-                errors += 1;
-                break;
-            }
-            let first = slot_at(read);
-            let qw = first.size() == 8;
-            if qw && avail < 2 {
-                read_ptr.fetch_add(1, Ordering::Release);
-                errors += 1;
-                continue;
-            }
-            let mut data = first.data as u64;
-            if qw {
-                data |= (slot_at(read.wrapping_add(1)).data as u64) << 32;
-            }
-            // The slots are copied: hand them back before acting.
-            read_ptr.fetch_add(1 + qw as u32, Ordering::Release);
-            let w = BufferedWrite {
-                ty: first.ty,
-                addr: first.addr,
-                size: first.size(),
-                data,
-            };
-            let ok = first.dir == ioreq::IOREQ_WRITE
-                && matches!(first.ty, IOREQ_TYPE_PIO | IOREQ_TYPE_COPY)
-                && w.to_ioreq().validate().is_ok();
-            if ok {
-                apply_buffered(&mut self.machine, &mut self.platform, w);
-                handled += 1;
-            } else {
-                errors += 1;
+            match self.pages.ring_take() {
+                Ok(None) => break,
+                Ok(Some(w)) => {
+                    apply_buffered(&mut self.machine, &mut self.platform, w);
+                    handled += 1;
+                }
+                Err(RingError::BadPointers { .. }) => {
+                    errors += 1;
+                    break;
+                }
+                Err(_) => errors += 1,
             }
         }
         if errors != 0 {
             let before = self.stats.ring_errors;
-            self.stats.ring_errors += errors as u64;
+            self.stats.ring_errors += errors;
             if before < MALFORMED_LOG_LIMIT {
                 log::warn!("buffered ioreq ring: {errors} bad entries skipped");
             }
         }
-        self.stats.buffered += handled as u64;
+        self.stats.buffered += handled;
         handled != 0 || errors != 0
     }
 
@@ -865,9 +900,9 @@ mod tests {
             bufioreq::read_pointer(&r.buf.0),
             bufioreq::write_pointer(&r.buf.0)
         );
-        // The consumer never writes write_pointer (it is the producer's, which also
-        // keeps both pointers canonical): read_pointer caught up with it.
-        assert_eq!(bufioreq::write_pointer(&r.buf.0), 5000);
+        // The producer folds the pointers back (the consumer only ever adds).
+        bufioreq::canonicalize(&mut r.buf.0);
+        assert!(bufioreq::read_pointer(&r.buf.0) < bufioreq::IOREQ_BUFFER_SLOT_NUM);
         // A read on the ring (not a write) is skipped.
         let mut slot = bufioreq::BufIoReq {
             ty: IOREQ_TYPE_PIO,
@@ -908,7 +943,10 @@ mod tests {
         let mut rig = SendRig(r);
         let server = std::thread::spawn(move || {
             while !s2.load(Ordering::Relaxed) {
-                rig.0.server.turn();
+                if !rig.0.server.turn() {
+                    // Two spinning threads on a loaded host: let the other one run.
+                    std::thread::yield_now();
+                }
             }
             rig
         });
@@ -936,7 +974,7 @@ mod tests {
             }
             state(0).store(STATE_IOREQ_READY | 1 << 5, Ordering::Release);
             while state(0).load(Ordering::Acquire) & 0xf != STATE_IORESP_READY {
-                std::hint::spin_loop();
+                std::thread::yield_now();
             }
             // SAFETY: the answer's data field, written before IORESP_READY.
             let data = unsafe { core::ptr::read_volatile((ioreq + 8) as *const u64) };
@@ -949,6 +987,36 @@ mod tests {
         assert_eq!(rig.0.server.stats.requests, 2000);
         assert_eq!(rig.0.server.stats.buffered, 2000);
         assert_eq!(rig.0.server.stats.malformed, 0);
+    }
+
+    #[test]
+    fn ring_pointers_far_from_zero_and_folded_between_takes() {
+        let mut r = rig();
+        // Pointers two rounds in: slot 3 holds the entry.
+        let base = 2 * bufioreq::IOREQ_BUFFER_SLOT_NUM + 3;
+        r.buf.0[0..4].copy_from_slice(&base.to_le_bytes());
+        r.buf.0[4..8].copy_from_slice(&base.to_le_bytes());
+        post(&mut r, 0xcf8, 4, 0x8000_0800);
+        post(&mut r, 0x80, 1, 0x55);
+        // The producer canonicalises between the consumer's takes: the consumer's
+        // atomic add keeps read and write consistent.
+        assert!(r.server.pages().ring_take().unwrap().is_some());
+        bufioreq::canonicalize(&mut r.buf.0);
+        assert_eq!(bufioreq::read_pointer(&r.buf.0), 4);
+        assert!(r.server.pages().ring_take().unwrap().is_some());
+        assert_eq!(bufioreq::read_pointer(&r.buf.0), 5);
+        assert_eq!(bufioreq::write_pointer(&r.buf.0), 5);
+        assert_eq!(r.server.pages().ring_take(), Ok(None));
+        // An 8-byte write takes two slots, wrapping the ring's end.
+        let end = bufioreq::IOREQ_BUFFER_SLOT_NUM - 1;
+        r.buf.0[0..4].copy_from_slice(&end.to_le_bytes());
+        r.buf.0[4..8].copy_from_slice(&end.to_le_bytes());
+        let mut q = pio(0xa_0000, 8, IOREQ_WRITE, 0x1122_3344_5566_7788);
+        q.ty = IOREQ_TYPE_COPY;
+        bufioreq::enqueue(&mut r.buf.0, &q).unwrap();
+        let w = r.server.pages().ring_take().unwrap().unwrap();
+        assert_eq!((w.size, w.data), (8, 0x1122_3344_5566_7788));
+        assert_eq!(bufioreq::read_pointer(&r.buf.0), end + 2);
     }
 
     #[test]
