@@ -181,7 +181,7 @@ mod tests {
             stub_mem: &stub,
         };
         // Unknown ops.
-        for op in [0u64, 14, 0x1_0000_0001, u64::MAX] {
+        for op in [0u64, 15, 0x1_0000_0001, u64::MAX] {
             assert_eq!(ops.call(op, 0, 0, 0), ENOSYS, "{op}");
         }
         let op = |o: StubOp| o.raw() as u64;
@@ -217,6 +217,16 @@ mod tests {
         );
         assert_eq!(ops.call(op(StubOp::SetTimer), 1, u64::MAX, 0), 0);
         assert_eq!(lock(&st.timers).earliest(), None);
+        // The PM timer port the hypervisor answers itself: PM block base + 8, or 0 (off).
+        use std::sync::atomic::Ordering::Relaxed;
+        assert_eq!(ops.call(op(StubOp::SetPmTimerPort), 0xb008, 0, 0), 0);
+        assert_eq!(ch.pm_timer_port.load(Relaxed), 0xb008);
+        for bad in [0xb000u64, 0xb009, 0x1_0008, u64::MAX] {
+            assert_eq!(ops.call(op(StubOp::SetPmTimerPort), bad, 0, 0), EINVAL);
+        }
+        assert_eq!(ch.pm_timer_port.load(Relaxed), 0xb008);
+        assert_eq!(ops.call(op(StubOp::SetPmTimerPort), 0, 0, 0), 0);
+        assert_eq!(ch.pm_timer_port.load(Relaxed), 0);
         // Character output: sink, length, buffer in stub RAM.
         stub.write(0x1000, b"hi").unwrap();
         assert_eq!(ops.call(op(StubOp::CharOut), 0, 0x1000, 2), 0);
