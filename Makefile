@@ -68,7 +68,7 @@ bench: build
 	    || { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null; } \
 	    || echo "make bench: could not install qemu-system-x86; the QEMU rows will be skipped" >&2; \
 	fi
-	target/release/chassis-bench
+	"$${CARGO_TARGET_DIR:-target}/release/chassis-bench"
 
 # Coverage-guided fuzzing with cargo-fuzz (libFuzzer). The fuzz packages are outside the
 # workspace; cargo-fuzz needs nightly -Z flags, which RUSTC_BOOTSTRAP=1 allows on stable.

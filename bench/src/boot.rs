@@ -144,7 +144,9 @@ pub fn run(ctx: &Ctx, runs: usize, qemu: bool) -> bool {
     }
     let chassis = || {
         let mut c = Command::new(&ctx.chassis_bin);
-        c.args(["create", "-q", "--stats"]).arg(&cfg);
+        c.args(["create", "-q", "--stats"])
+            .arg(&cfg)
+            .arg("device_model_stubdomain_override=0");
         boot("chassis emu", c)
     };
     let chassis_stub = || {

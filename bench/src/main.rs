@@ -382,7 +382,8 @@ fn run_chassis_cli(ctx: &Ctx, n: u32) -> Result<Sample, String> {
         std::fs::write(
             &cfg,
             "name = \"bench\"\ntype = \"hvm\"\nmemory = 32\nvcpus = 1\nserial = \"stdio\"\n\
-             on_poweroff = \"destroy\"\ndevice_model_version = \"qemu-xen\"\ncpu_backend = \"kvm\"\n",
+             on_poweroff = \"destroy\"\ndevice_model_version = \"qemu-xen\"\ncpu_backend = \"kvm\"\n\
+             device_model_stubdomain_override = 0\n",
         )
         .map_err(|e| e.to_string())?;
     }

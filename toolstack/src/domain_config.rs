@@ -816,26 +816,31 @@ impl<'a> Builder<'a> {
     }
 
     /// `device_model_stubdomain_override` and the stub domain's keys: `Some` for stubdom
-    /// mode.
+    /// mode, which is the default (the whole boot-test matrix passes in both modes);
+    /// `0` keeps the device model in the `chassis` process.
     fn stubdom(&mut self, backend: Backend, inputs: &mut Vec<FileRef>) -> Option<StubdomConfig> {
-        let (v, s) = self.number("device_model_stubdomain_override", "0 or 1")?;
-        match v {
-            0 => return None,
-            1 => {}
-            _ => {
-                self.error_at(
-                    &s.value.at,
-                    format!("device_model_stubdomain_override = {v}: must be 0 or 1"),
-                );
-                return None;
+        let key = "device_model_stubdomain_override";
+        let at = match self.get(key) {
+            None => None,
+            Some(_) => {
+                // A value of the wrong type is an error already: no device model.
+                let (v, s) = self.number(key, "0 or 1")?;
+                match v {
+                    0 => return None,
+                    1 => Some(s.value.at.clone()),
+                    _ => {
+                        self.error_at(&s.value.at, format!("{key} = {v}: must be 0 or 1"));
+                        return None;
+                    }
+                }
             }
-        }
+        };
         let _ = backend; // the stub domain runs on the guest's backend, either one
         let mut sc = StubdomConfig::new(self.opts.stubdom_image.clone());
         inputs.push(FileRef {
             what: STUBDOM_WHAT,
             path: sc.image.clone(),
-            at: Some(s.value.at.clone()),
+            at,
         });
         // Ours is a built-in unikernel: no kernel, command line or ramdisk of its own.
         for key in [
@@ -1146,9 +1151,10 @@ impl<'a> Builder<'a> {
     }
 
     fn other_keys(&mut self) {
+        // Stubdom mode unless the key says 0.
         let stubdom_asked = self
             .get("device_model_stubdomain_override")
-            .is_some_and(|s| match &s.value.value {
+            .is_none_or(|s| match &s.value.value {
                 Value::Num { value, .. } => *value != 0,
                 Value::Str(v) => parse_number(v).is_ok_and(|n| n != 0),
                 Value::List(_) => false,
@@ -1250,7 +1256,9 @@ pub fn preflight(c: &Checked) -> Vec<Diag> {
         if f.what == STUBDOM_WHAT {
             why.push_str(
                 " (build it with `make build`, or `cargo build --profile stubdom -p \
-                 chassis-stubdom --target x86_64-unknown-none`; or set CHASSIS_STUBDOM)",
+                 chassis-stubdom --target x86_64-unknown-none`; or set CHASSIS_STUBDOM; or \
+                 set device_model_stubdomain_override = 0 to run the device model in the \
+                 chassis process)",
             );
         }
         out.push(Diag::at(
@@ -1367,6 +1375,9 @@ pub fn render(d: &DomainConfig) -> String {
     if d.deterministic {
         line("deterministic", "1".into());
     }
+    if d.stubdom.is_none() {
+        line("device_model_stubdomain_override", "0".into());
+    }
     if let Some(sc) = &d.stubdom {
         line("device_model_stubdomain_override", "1".into());
         line("stubdomain_memkb", sc.memory_kb.to_string());
@@ -1458,7 +1469,16 @@ mod tests {
         assert_eq!(d.cmdline, "");
         assert_eq!(d.serial, CharTarget::Stdout);
         assert_eq!(d.debugcon, CharTarget::Null);
-        assert_eq!(summary(&d), "qemu-xen, kvm, 512 MiB, 1 vCPU");
+        // Stubdom mode is the default.
+        let sc = d.stubdom.clone().expect("a stub domain by default");
+        assert_eq!(sc.memory_kb, 4096);
+        assert_eq!(
+            summary(&d),
+            "qemu-xen, kvm, 512 MiB, 1 vCPU, stub domain (4096 KiB)"
+        );
+        let (p, _) = ok(&with("device_model_stubdomain_override = 0"));
+        assert_eq!(summary(&p), "qemu-xen, kvm, 512 MiB, 1 vCPU");
+        assert!(render(&p).contains("\ndevice_model_stubdomain_override = 0\n"));
     }
 
     #[test]
@@ -1642,6 +1662,7 @@ mod tests {
         assert_eq!(
             inputs,
             [
+                (STUBDOM_WHAT, PathBuf::from("/sd/chassis-stubdom")),
                 ("kernel", PathBuf::from("/cfgdir/boot/vmlinuz")),
                 ("ramdisk", PathBuf::from("/cfgdir/../initrd"))
             ]
@@ -1851,16 +1872,19 @@ mod tests {
         );
         // The stub domain's own keys only warn without one.
         let (_, w) = ok(&with(
-            "stubdomain_memkb = 65536\nstubdomain_memory = 64\nstubdomain_selftest = 1",
+            "stubdomain_memkb = 65536\nstubdomain_selftest = 1\ndevice_model_stubdomain_override = 0",
         ));
         assert_eq!(
             w,
             [
                 "demo.cfg:3: key 'stubdomain_memkb' only applies to a stub-domain device model (device_model_stubdomain_override = 1) and is ignored",
-                "demo.cfg:4: key 'stubdomain_memory' only applies to a stub-domain device model (device_model_stubdomain_override = 1) and is ignored",
-                "demo.cfg:5: key 'stubdomain_selftest' only applies to a stub-domain device model (device_model_stubdomain_override = 1) and is ignored",
+                "demo.cfg:4: key 'stubdomain_selftest' only applies to a stub-domain device model (device_model_stubdomain_override = 1) and is ignored",
             ]
         );
+        // They apply to the default (stubdom) mode without the override key.
+        let (d, w) = ok(&with("stubdomain_memkb = 8192"));
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(d.stubdom.unwrap().memory_kb, 8192);
     }
 
     #[test]
@@ -2043,7 +2067,8 @@ mod tests {
         };
         let (c, _) = check_with(
             &with(
-                "kernel = 'k'\nramdisk = 'missing'\nserial = 'file:nodir/com1'\ndebugcon = 'file:e9'",
+                "kernel = 'k'\nramdisk = 'missing'\nserial = 'file:nodir/com1'\ndebugcon = 'file:e9'\n\
+                 device_model_stubdomain_override = 0",
             ),
             &o,
         );
@@ -2066,7 +2091,13 @@ mod tests {
         );
         let (c, _) = check_with(&with("kernel = '.'"), &o);
         let e = preflight(&c.unwrap());
-        assert!(e[0].msg.ends_with("': not a regular file"), "{e:?}");
+        // The default stub-domain image (missing here) first, then the kernel.
+        assert!(
+            e[0].msg
+                .contains("set device_model_stubdomain_override = 0"),
+            "{e:?}"
+        );
+        assert!(e[1].msg.ends_with("': not a regular file"), "{e:?}");
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -2091,7 +2122,8 @@ mod tests {
         assert_eq!(d.bios, None);
         // A missing image: preflight says how to get one.
         let (c, _) = check(&with(
-            "bios = 'seabios'\nbios_path_override = '/nonexistent/b'",
+            "bios = 'seabios'\nbios_path_override = '/nonexistent/b'\n\
+             device_model_stubdomain_override = 0",
         ));
         let e = preflight(&c.unwrap());
         assert_eq!(e.len(), 1, "{e:?}");

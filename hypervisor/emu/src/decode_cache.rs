@@ -93,7 +93,7 @@ impl DecodeCache {
 
     /// The cached instruction at `phys` decoded in `bitness` at offset `rip`: its
     /// classification and a handle for [`DecodeCache::instr`].
-    #[inline]
+    #[inline(always)]
     pub fn lookup(&mut self, phys: u64, bitness: u32, rip: u64) -> Option<(Fast, usize)> {
         let s = self.slot(phys >> 12)?;
         let pc = &self.slots[s];

@@ -480,7 +480,7 @@ pub(crate) fn exec(
 }
 
 /// [`exec`] of an instruction that is not [`Kind::Slow`].
-#[inline]
+#[inline(always)]
 pub(crate) fn exec_fast(cpu: &mut Cpu, mem: &mut dyn Memory, f: &Fast) -> Result<(), Exception> {
     let rip = cpu.rip;
     cpu.rip = f.next;
