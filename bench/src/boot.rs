@@ -28,6 +28,8 @@ struct Boot {
     marker: Duration,
     total: Duration,
     instructions: Option<u64>,
+    /// Stubdom mode: `--stats`' stub-domain line (requests, its instructions, RAM).
+    stub: Option<String>,
 }
 
 /// Run `cmd` with stdout piped; time the marker's arrival; kill after [`LIMIT`].
@@ -97,10 +99,15 @@ fn boot(what: &str, mut cmd: Command) -> Result<Boot, String> {
         .nth(1)
         .and_then(|r| r.split_whitespace().next())
         .and_then(|n| n.parse().ok());
+    let stub = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("chassis: stats: stub domain: "))
+        .map(str::to_string);
     Ok(Boot {
         marker,
         total,
         instructions,
+        stub,
     })
 }
 
@@ -190,6 +197,7 @@ pub fn run(ctx: &Ctx, runs: usize, qemu: bool) -> bool {
         let mut m = Vec::new();
         let mut t = Vec::new();
         let mut insns = None;
+        let mut stub = None;
         for r in 0..runs {
             match f() {
                 Ok(b) => {
@@ -202,6 +210,7 @@ pub fn run(ctx: &Ctx, runs: usize, qemu: bool) -> bool {
                     m.push(b.marker);
                     t.push(b.total);
                     insns = b.instructions.or(insns);
+                    stub = b.stub.or(stub);
                 }
                 Err(e) => {
                     eprintln!("  {name}: FAILED: {e}");
@@ -211,7 +220,7 @@ pub fn run(ctx: &Ctx, runs: usize, qemu: bool) -> bool {
             }
         }
         if m.len() == runs {
-            rows.push((name, median(m), median(t), insns));
+            rows.push((name, median(m), median(t), insns, stub));
         }
     }
     let base = rows
@@ -220,16 +229,17 @@ pub fn run(ctx: &Ctx, runs: usize, qemu: bool) -> bool {
         .map(|r| r.1);
     println!();
     println!(
-        "| backend | to marker (median) | to exit (median) | ratio to chassis emu process mode | guest instructions |"
+        "| backend | to marker (median) | to exit (median) | ratio to chassis emu process mode | guest instructions | stub domain (last run) |"
     );
-    println!("| --- | --- | --- | --- | --- |");
-    for (name, m, t, insns) in &rows {
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for (name, m, t, insns, stub) in &rows {
         println!(
-            "| {name} | {:.2} s | {:.2} s | {} | {} |",
+            "| {name} | {:.2} s | {:.2} s | {} | {} | {} |",
             m.as_secs_f64(),
             t.as_secs_f64(),
             base.map_or("-".into(), |b| ratio(m.as_secs_f64() / b.as_secs_f64())),
             insns.map_or("-".into(), |n| format!("{:.2} G", n as f64 / 1e9)),
+            stub.as_deref().unwrap_or("-"),
         );
     }
     ok

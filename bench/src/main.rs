@@ -173,6 +173,18 @@ struct Sample {
     instructions: Option<u64>,
     /// Everything the guest wrote to COM1.
     out: Vec<u8>,
+    /// Stubdom mode in-process: what the stub domain used.
+    stub: Option<StubUse>,
+}
+
+/// The stub domain's footprint and work in one run.
+#[derive(Clone, Copy)]
+struct StubUse {
+    ram_bytes: u64,
+    touched_pages: u64,
+    requests: u64,
+    /// Instructions its CPU retired (`emu`; 0 on `kvm`, which does not count them).
+    instructions: u64,
 }
 
 /// Reads a COM1 byte stream; sends the arrival time of the first `<` and the first `>`
@@ -325,6 +337,12 @@ fn run_inproc_with(
         other_exits: Some(stats.exits.other + stats.exits.mmio),
         instructions: (backend == Backend::Emu).then_some(stats.instructions),
         out,
+        stub: (stats.stub_ram_bytes != 0).then_some(StubUse {
+            ram_bytes: stats.stub_ram_bytes,
+            touched_pages: stats.stub_ram_pages_touched,
+            requests: stats.stub_requests,
+            instructions: stats.stub_instructions,
+        }),
     })
 }
 
@@ -372,6 +390,7 @@ fn run_child(what: &str, mut cmd: Command, limit: Duration) -> Result<Sample, St
         pio_exits: None,
         other_exits: None,
         instructions: None,
+        stub: None,
         out,
     })
 }
@@ -431,11 +450,13 @@ struct Row {
     marker_us: Option<f64>,
     exits_per_in: Option<f64>,
     other_exits: Option<u64>,
+    /// Stubdom rows: the stub domain at N1 and at N2.
+    stub: Option<(StubUse, StubUse)>,
 }
 
 fn measure(name: &'static str, n: (u32, u32), runs: usize, f: Runner) -> Result<Row, String> {
     let (mut w1, mut w2, mut m2) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut pio, mut other) = ((None, None), None);
+    let (mut pio, mut other, mut stub) = ((None, None), None, None);
     // Interleave N1 and N2 so slow drift in the host hits both alike.
     for r in 0..runs {
         let a = f(n.0)?;
@@ -455,6 +476,7 @@ fn measure(name: &'static str, n: (u32, u32), runs: usize, f: Runner) -> Result<
         }
         pio = (a.pio_exits, b.pio_exits);
         other = b.other_exits;
+        stub = a.stub.zip(b.stub);
     }
     let (t1, t2) = (median(w1), median(w2));
     let per_pio_us = (t2.as_secs_f64() - t1.as_secs_f64()) * 1e6 / f64::from(n.1 - n.0);
@@ -481,6 +503,7 @@ fn measure(name: &'static str, n: (u32, u32), runs: usize, f: Runner) -> Result<
         marker_us,
         exits_per_in,
         other_exits: other,
+        stub,
     })
 }
 
@@ -685,6 +708,35 @@ fn main() {
                     (Some(e), None) => format!("{e:.3} PIO"),
                     _ => "-".into(),
                 },
+            );
+        }
+    }
+    let stub_rows: Vec<_> = rows
+        .iter()
+        .filter_map(|r| r.stub.map(|s| (r.name, r.n, s)))
+        .collect();
+    if !stub_rows.is_empty() {
+        // What a stub domain costs in memory (its RAM is allocated up front and
+        // zero-filled on demand: "touched" is what it used) and per request.
+        println!();
+        println!(
+            "| stub domain | RAM | touched (non-zero pages at exit) | requests at N1 / N2 | stub instructions per request |"
+        );
+        println!("| --- | --- | --- | --- | --- |");
+        for (name, n, (a, b)) in stub_rows {
+            let per = match b.instructions {
+                0 => "- (not counted on kvm)".to_string(),
+                _ => format!(
+                    "{:.0}",
+                    b.instructions.saturating_sub(a.instructions) as f64 / f64::from(n.1 - n.0)
+                ),
+            };
+            println!(
+                "| {name} | {} KiB | {} KiB | {} / {} | {per} |",
+                b.ram_bytes / 1024,
+                b.touched_pages * 4,
+                a.requests,
+                b.requests,
             );
         }
     }
