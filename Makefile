@@ -73,7 +73,8 @@ bench: build
 # Coverage-guided fuzzing with cargo-fuzz (libFuzzer). The fuzz packages are outside the
 # workspace; cargo-fuzz needs nightly -Z flags, which RUSTC_BOOTSTRAP=1 allows on stable.
 # Corpora and crash artifacts stay in <pkg>/fuzz/{corpus,artifacts} (git-ignored).
-FUZZ_TARGETS := devices/fuzz:machine_io devices/fuzz:state_load toolstack/fuzz:xl_cfg
+FUZZ_TARGETS := devices/fuzz:machine_io devices/fuzz:state_load toolstack/fuzz:xl_cfg \
+	stubdom/fuzz:ioreq_server stubdom/fuzz:stub_config
 
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
