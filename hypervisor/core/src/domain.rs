@@ -286,19 +286,7 @@ fn run_kvm(
                 .spawn_scoped(s, move || {
                     guarded(st, "stub domain", || ks.run(svm, ch, st));
                 });
-            if let Err(e) = h {
-                st.finish(Err(Error::Config(format!(
-                    "cannot start the stub-domain thread: {e}"
-                ))));
-            }
-            let timeout = crate::stubdom::vm::ready_timeout(sc);
-            if !ch.wait_ready(st, timeout) && !st.stopping() {
-                st.finish(Ok(DomainExit::Crashed(format!(
-                    "stub domain '{}' did not become ready within {} s",
-                    svm.name,
-                    timeout.as_secs_f64()
-                ))));
-            }
+            crate::stubdom::vm::await_ready(st, svm, ch, sc, h.map(drop));
         }
         s.spawn(move || guarded(st, "timer", || timer_thread(st, m)));
         if cfg.serial == CharTarget::Stdout && console_input_wanted() {
@@ -406,20 +394,8 @@ fn run_emu(
                     })
                     .unwrap_or_default()
                 });
-            match h {
-                Ok(h) => stub_handle = Some(h),
-                Err(e) => st.finish(Err(Error::Config(format!(
-                    "cannot start the stub-domain thread: {e}"
-                )))),
-            }
-            let timeout = crate::stubdom::vm::ready_timeout(sc);
-            if !ch.wait_ready(st, timeout) && !st.stopping() {
-                st.finish(Ok(DomainExit::Crashed(format!(
-                    "stub domain '{}' did not become ready within {} s",
-                    svm.name,
-                    timeout.as_secs_f64()
-                ))));
-            }
+            let spawned = h.map(|h| stub_handle = Some(h));
+            crate::stubdom::vm::await_ready(st, svm, ch, sc, spawned);
         }
         if !cfg.deterministic {
             s.spawn(move || guarded(st, "timer", || timer_thread(st, m)));

@@ -261,3 +261,28 @@ pub fn run_stub(
 pub fn ready_timeout(sc: &StubdomConfig) -> Duration {
     sc.response_timeout
 }
+
+/// After the stub's thread was started (`spawned`), on either backend: wait for its
+/// `Ready`; stop the domain when the thread could not start or the stub never got ready.
+pub fn await_ready(
+    st: &PlatformState,
+    svm: &StubVm,
+    ch: &StubChannel,
+    sc: &StubdomConfig,
+    spawned: std::io::Result<()>,
+) {
+    if let Err(e) = spawned {
+        st.finish(Err(Error::Config(format!(
+            "cannot start the stub-domain thread: {e}"
+        ))));
+        return;
+    }
+    let timeout = ready_timeout(sc);
+    if !ch.wait_ready(st, timeout) && !st.stopping() {
+        st.finish(Ok(DomainExit::Crashed(format!(
+            "stub domain '{}' did not become ready within {} s",
+            svm.name,
+            timeout.as_secs_f64()
+        ))));
+    }
+}
