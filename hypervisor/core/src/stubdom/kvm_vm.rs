@@ -156,11 +156,17 @@ impl<'m> KvmStub<'m> {
                     // KVM has moved past the HLT; the stub re-scans its slots when it
                     // runs again. With interrupts on it also gets the upcall.
                     ch.park_stub(st);
-                    if ch.upcall.swap(false, std::sync::atomic::Ordering::SeqCst)
-                        && let Err(e) = self.vcpu.inject_interrupt(map::UPCALL_VECTOR)
-                    {
-                        st.finish(Err(e));
-                        break;
+                    if ch.upcall.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                        match self.vcpu.inject_interrupt(map::UPCALL_VECTOR) {
+                            Ok(true) => {}
+                            // Interrupts off: keep the line raised for the next HLT
+                            // (the stub also re-scans its slots when it runs on).
+                            Ok(false) => ch.upcall.store(true, std::sync::atomic::Ordering::SeqCst),
+                            Err(e) => {
+                                st.finish(Err(e));
+                                break;
+                            }
+                        }
                     }
                 }
                 Exit::Interrupted => {}

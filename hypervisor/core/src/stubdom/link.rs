@@ -59,6 +59,24 @@ fn spin_limit() -> Duration {
 /// How long a waiter keeps polling (yielding the core between looks) before parking.
 const BUSY_POLL: Duration = Duration::from_millis(2);
 
+/// A halted stub CPU is polled natively before its thread parks, like KVM's halt
+/// polling: the window starts at [`SPIN`], doubles (up to the max) whenever the stub
+/// had to park but was woken within the max, because a longer poll would have caught
+/// that event without a futex round trip, and halves (down to the min) after a long
+/// idle period, so an idle stub does not keep a core busy.
+const STUB_POLL_MIN_US: u32 = 10;
+const STUB_POLL_MAX_US: u32 = 400;
+
+/// The next halt-poll window after a halt that the window `poll_us` did not catch and
+/// that waited `waited` in all.
+pub(crate) fn next_stub_poll(poll_us: u32, waited: Duration) -> u32 {
+    if waited < Duration::from_micros(u64::from(STUB_POLL_MAX_US)) {
+        poll_us.saturating_mul(2).min(STUB_POLL_MAX_US)
+    } else {
+        (poll_us / 2).max(STUB_POLL_MIN_US)
+    }
+}
+
 /// Longest single park (the waiter re-checks stop and timeout after each).
 const PARK_SLICE: Duration = Duration::from_millis(20);
 
@@ -105,6 +123,8 @@ pub struct StubChannel {
     pub upcall: AtomicBool,
     /// The stub's CPU is parked (a signal must wake it).
     stub_parked: AtomicBool,
+    /// The stub's current halt-poll window in µs ([`next_stub_poll`]).
+    stub_poll_us: AtomicU32,
     /// Per slot (vCPUs, then the platform slot): bumped by `IoreqDone`.
     done: Box<[AtomicU32]>,
     /// The platform slot has one user at a time (timer thread, console thread,
@@ -141,6 +161,7 @@ impl StubChannel {
             event_seq: AtomicU32::new(0),
             upcall: AtomicBool::new(false),
             stub_parked: AtomicBool::new(false),
+            stub_poll_us: AtomicU32::new(SPIN.as_micros() as u32),
             done: (0..=nr_vcpus).map(|_| AtomicU32::new(0)).collect(),
             platform: Mutex::new(()),
             ring: Mutex::new(()),
@@ -240,12 +261,20 @@ impl StubChannel {
     /// stops. Spins briefly first (a request usually follows a response closely).
     pub fn park_stub(&self, st: &PlatformState) {
         let t0 = Instant::now();
-        while t0.elapsed() < SPIN {
+        let poll_us = self.stub_poll_us.load(Ordering::Relaxed);
+        let poll = Duration::from_micros(u64::from(poll_us));
+        while t0.elapsed() < poll {
             if self.upcall.load(Ordering::SeqCst) || st.stopping() {
                 return;
             }
             std::hint::spin_loop();
         }
+        self.park_stub_thread(st);
+        self.stub_poll_us
+            .store(next_stub_poll(poll_us, t0.elapsed()), Ordering::Relaxed);
+    }
+
+    fn park_stub_thread(&self, st: &PlatformState) {
         self.stub_parked.store(true, Ordering::SeqCst);
         loop {
             let seq = self.event_seq.load(Ordering::SeqCst);
@@ -340,7 +369,7 @@ impl StubChannel {
                 s if s > STATE_IORESP_READY => return self.bad_state(st, s, who),
                 _ => {}
             }
-            spins += 1;
+            spins = spins.wrapping_add(1);
             if spins.is_multiple_of(64) {
                 if st.stopping() {
                     return None;

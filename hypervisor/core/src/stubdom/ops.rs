@@ -125,7 +125,7 @@ impl StubOps<'_, '_> {
                 let msg = if a1 <= CRASH_MSG_MAX {
                     let mut buf = vec![0u8; a1 as usize];
                     match self.stub_mem.read(a0, &mut buf) {
-                        Ok(()) => String::from_utf8_lossy(&buf).into_owned(),
+                        Ok(()) => crate::stubdom::virtio_console::printable(&buf),
                         Err(_) => format!("(message at {a0:#x}+{a1:#x} is outside its RAM)"),
                     }
                 } else {
@@ -271,11 +271,12 @@ mod tests {
             st: &st,
             stub_mem: &stub,
         };
-        stub.write(0x2000, b"device model panicked").unwrap();
-        ops.call(StubOp::Crash.raw() as u64, 0x2000, 21, 0);
+        // Terminal escapes from the stub never reach the host's terminal.
+        stub.write(0x2000, b"device model\x1b[2J panicked").unwrap();
+        ops.call(StubOp::Crash.raw() as u64, 0x2000, 25, 0);
         assert_eq!(
             st.take_outcome().unwrap().unwrap(),
-            DomainExit::Crashed("stub domain 'g-dm' crashed: device model panicked".into())
+            DomainExit::Crashed("stub domain 'g-dm' crashed: device model?[2J panicked".into())
         );
         let st = PlatformState::new(&guest, &irq, CharOut::Null, CharOut::Null);
         let ops = StubOps {

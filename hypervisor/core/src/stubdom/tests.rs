@@ -571,3 +571,17 @@ fn deterministic_stubdom_matches_process_mode() {
     assert!(p.0 > 100, "the PM timer loop ran: {p:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Halt polling adapts: a park that an event ended soon after doubles the window (up to
+/// the max), a long idle halves it (down to the min).
+#[test]
+fn stub_halt_poll_window_adapts() {
+    use crate::stubdom::link::next_stub_poll;
+    let us = Duration::from_micros;
+    assert_eq!(next_stub_poll(40, us(60)), 80);
+    assert_eq!(next_stub_poll(300, us(350)), 400);
+    assert_eq!(next_stub_poll(400, us(100)), 400);
+    assert_eq!(next_stub_poll(400, Duration::from_millis(50)), 200);
+    assert_eq!(next_stub_poll(10, Duration::from_secs(1)), 10);
+    assert_eq!(next_stub_poll(15, Duration::from_secs(1)), 10);
+}

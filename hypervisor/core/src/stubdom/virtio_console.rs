@@ -110,6 +110,19 @@ fn rd16(mem: &GuestMemory, gpa: u64) -> Result<u16, Broken> {
 
 /// A virtio-mmio console: the stub domain's transmit queue becomes complete lines handed
 /// to `sink` with `"[<name>] "` in front.
+/// Text from the stub domain as it may reach the host's terminal and logs: lossy UTF-8,
+/// tabs as spaces, every other control character (escape sequences!) as `?`.
+pub fn printable(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw)
+        .chars()
+        .map(|c| match c {
+            '\t' => ' ',
+            c if c.is_control() => '?',
+            c => c,
+        })
+        .collect()
+}
+
 pub struct VirtioConsole {
     name: String,
     sink: Box<dyn FnMut(&str) + Send>,
@@ -406,14 +419,7 @@ impl VirtioConsole {
 
     fn emit(&mut self) {
         let raw = std::mem::take(&mut self.line);
-        let text: String = String::from_utf8_lossy(&raw)
-            .chars()
-            .map(|c| match c {
-                '\t' => ' ',
-                c if c.is_control() => '?',
-                c => c,
-            })
-            .collect();
+        let text = printable(&raw);
         (self.sink)(&format!("[{}] {}", self.name, text));
         // Keep the allocation for the next line.
         self.line = raw;
