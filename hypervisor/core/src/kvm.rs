@@ -95,6 +95,30 @@ pub fn available() -> bool {
     Kvm::new().is_ok()
 }
 
+/// Register `(guest-physical base, size, host address)` ranges as memory slots 0, 1, ...
+///
+/// # Safety
+/// Every host range must stay mapped, readable and writable for as long as the VM
+/// exists, and the ranges must not overlap in guest-physical space.
+unsafe fn add_memory_slots(
+    vm: &VmFd,
+    ranges: impl Iterator<Item = (u64, u64, u64)>,
+) -> Result<(), Error> {
+    for (slot, (gpa, size, host)) in ranges.enumerate() {
+        let region = kvm_userspace_memory_region {
+            slot: slot as u32,
+            flags: 0,
+            guest_phys_addr: gpa,
+            memory_size: size,
+            userspace_addr: host,
+        };
+        // SAFETY: forwarded from this function's contract.
+        unsafe { vm.set_user_memory_region(region) }
+            .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+    }
+    Ok(())
+}
+
 impl<'m> KvmVm<'m> {
     /// Create the VM for `mem` with room for `vcpus` vCPUs.
     pub fn new(mem: &'m GuestMemory, vcpus: u32) -> Result<KvmVm<'m>, Error> {
@@ -120,19 +144,9 @@ impl<'m> KvmVm<'m> {
             ..Default::default()
         };
         vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
-        for (slot, r) in mem.regions().enumerate() {
-            let region = kvm_userspace_memory_region {
-                slot: slot as u32,
-                flags: 0,
-                guest_phys_addr: r.gpa,
-                memory_size: r.size,
-                userspace_addr: r.host as u64,
-            };
-            // SAFETY: the host range is a live mapping owned by `mem`, which outlives the
-            // VM (the `'m` borrow), and does not overlap other slots.
-            unsafe { vm.set_user_memory_region(region) }
-                .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
-        }
+        // SAFETY: each host range is a live mapping owned by `mem`, which outlives the VM
+        // (the `'m` borrow); the regions do not overlap.
+        unsafe { add_memory_slots(&vm, mem.regions().map(|r| (r.gpa, r.size, r.host as u64))) }?;
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
@@ -164,19 +178,9 @@ impl<'m> KvmVm<'m> {
         let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
         vm.set_tss_address(KVM_TSS_ADDR as usize)
             .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
-        for (slot, r) in slots.iter().enumerate() {
-            let region = kvm_userspace_memory_region {
-                slot: slot as u32,
-                flags: 0,
-                guest_phys_addr: r.gpa,
-                memory_size: r.size,
-                userspace_addr: r.host as u64,
-            };
-            // SAFETY: the caller guarantees the host range outlives the VM and that
-            // slots do not overlap.
-            unsafe { vm.set_user_memory_region(region) }
-                .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
-        }
+        // SAFETY: the caller guarantees the host ranges outlive the VM and that slots do
+        // not overlap.
+        unsafe { add_memory_slots(&vm, slots.iter().map(|r| (r.gpa, r.size, r.host as u64))) }?;
         let cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
