@@ -12,6 +12,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+mod atomic_mem;
 pub mod backend;
 pub mod device_model;
 pub mod dispatch;

@@ -362,38 +362,22 @@ impl GuestMemory {
     /// not aligned.
     #[inline]
     pub fn load(&self, gpa: u64, size: u8) -> Option<u64> {
-        use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed};
         let p = self.aligned(gpa, size)?;
         // SAFETY: `p` is inside a live mapping and aligned for `size` (checked by
         // `aligned`); guest memory is shared mutable memory by nature, accessed only
         // through raw pointers, never through references.
-        Some(unsafe {
-            match size {
-                1 => AtomicU8::from_ptr(p).load(Relaxed) as u64,
-                2 => AtomicU16::from_ptr(p.cast()).load(Relaxed) as u64,
-                4 => AtomicU32::from_ptr(p.cast()).load(Relaxed) as u64,
-                _ => AtomicU64::from_ptr(p.cast()).load(Relaxed),
-            }
-        })
+        Some(unsafe { crate::atomic_mem::load(p, size, std::sync::atomic::Ordering::Relaxed) })
     }
 
     /// Store the low `size` bytes of `v` at a naturally aligned `gpa` as one host
     /// access. `false` (nothing stored): not RAM or not aligned.
     #[inline]
     pub fn store(&self, gpa: u64, size: u8, v: u64) -> bool {
-        use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed};
         let Some(p) = self.aligned(gpa, size) else {
             return false;
         };
         // SAFETY: as in `load`.
-        unsafe {
-            match size {
-                1 => AtomicU8::from_ptr(p).store(v as u8, Relaxed),
-                2 => AtomicU16::from_ptr(p.cast()).store(v as u16, Relaxed),
-                4 => AtomicU32::from_ptr(p.cast()).store(v as u32, Relaxed),
-                _ => AtomicU64::from_ptr(p.cast()).store(v, Relaxed),
-            }
-        }
+        unsafe { crate::atomic_mem::store(p, size, v, std::sync::atomic::Ordering::Relaxed) };
         true
     }
 
@@ -401,28 +385,9 @@ impl GuestMemory {
     /// emu backend's LOCKed instructions): `Some(Ok)` = `new` stored, `Some(Err(v))` =
     /// RAM held `v`, nothing stored; `None` = not RAM or not aligned.
     pub fn cmpxchg(&self, gpa: u64, size: u8, old: u64, new: u64) -> Option<Result<(), u64>> {
-        use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering::SeqCst};
         let p = self.aligned(gpa, size)?;
         // SAFETY: as in `load`.
-        Some(unsafe {
-            match size {
-                1 => AtomicU8::from_ptr(p)
-                    .compare_exchange(old as u8, new as u8, SeqCst, SeqCst)
-                    .map(|_| ())
-                    .map_err(|v| v as u64),
-                2 => AtomicU16::from_ptr(p.cast())
-                    .compare_exchange(old as u16, new as u16, SeqCst, SeqCst)
-                    .map(|_| ())
-                    .map_err(|v| v as u64),
-                4 => AtomicU32::from_ptr(p.cast())
-                    .compare_exchange(old as u32, new as u32, SeqCst, SeqCst)
-                    .map(|_| ())
-                    .map_err(|v| v as u64),
-                _ => AtomicU64::from_ptr(p.cast())
-                    .compare_exchange(old, new, SeqCst, SeqCst)
-                    .map(|_| ()),
-            }
-        })
+        Some(unsafe { crate::atomic_mem::cmpxchg(p, size, old, new) })
     }
 
     /// Zero `len` bytes of guest RAM at `gpa`.

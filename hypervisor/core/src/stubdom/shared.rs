@@ -5,7 +5,7 @@
 //! touches them with atomic loads and stores (never references to plain memory), and
 //! copies a slot out once before looking at it.
 
-use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use hypervisor_abi::stubdom::map;
@@ -76,15 +76,7 @@ impl SharedPages {
         }
         // SAFETY: in range (checked) and naturally aligned: the area is 8-byte aligned
         // (an array of AtomicU64). The memory is only ever accessed through atomics.
-        unsafe {
-            let p = self.base().add(off);
-            Some(match size {
-                1 => AtomicU8::from_ptr(p).load(o) as u64,
-                2 => AtomicU16::from_ptr(p.cast()).load(o) as u64,
-                4 => AtomicU32::from_ptr(p.cast()).load(o) as u64,
-                _ => AtomicU64::from_ptr(p.cast()).load(o),
-            })
-        }
+        Some(unsafe { crate::atomic_mem::load(self.base().add(off), size, o) })
     }
 
     /// Atomic store; false when out of range or misaligned.
@@ -94,15 +86,7 @@ impl SharedPages {
             return false;
         }
         // SAFETY: as in `load`.
-        unsafe {
-            let p = self.base().add(off);
-            match size {
-                1 => AtomicU8::from_ptr(p).store(v as u8, o),
-                2 => AtomicU16::from_ptr(p.cast()).store(v as u16, o),
-                4 => AtomicU32::from_ptr(p.cast()).store(v as u32, o),
-                _ => AtomicU64::from_ptr(p.cast()).store(v, o),
-            }
-        }
+        unsafe { crate::atomic_mem::store(self.base().add(off), size, v, o) };
         true
     }
 
@@ -112,28 +96,8 @@ impl SharedPages {
         if !aligned_in_range(off, size) {
             return None;
         }
-        let sc = Ordering::SeqCst;
         // SAFETY: as in `load`.
-        Some(unsafe {
-            let p = self.base().add(off);
-            match size {
-                1 => AtomicU8::from_ptr(p)
-                    .compare_exchange(old as u8, new as u8, sc, sc)
-                    .map(|_| ())
-                    .map_err(|v| v as u64),
-                2 => AtomicU16::from_ptr(p.cast())
-                    .compare_exchange(old as u16, new as u16, sc, sc)
-                    .map(|_| ())
-                    .map_err(|v| v as u64),
-                4 => AtomicU32::from_ptr(p.cast())
-                    .compare_exchange(old as u32, new as u32, sc, sc)
-                    .map(|_| ())
-                    .map_err(|v| v as u64),
-                _ => AtomicU64::from_ptr(p.cast())
-                    .compare_exchange(old, new, sc, sc)
-                    .map(|_| ()),
-            }
-        })
+        Some(unsafe { crate::atomic_mem::cmpxchg(self.base().add(off), size, old, new) })
     }
 
     /// Atomic fetch-or of a u64 word (8-aligned `off`); returns the old value.
