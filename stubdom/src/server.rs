@@ -25,9 +25,8 @@ use hypervisor_abi::bufioreq::{self, BufIoReq, BufferedWrite, RingError};
 use hypervisor_abi::evtchn;
 use hypervisor_abi::hypercall::StubOp;
 use hypervisor_abi::ioreq::{
-    self, IOREQ_SIZE, IOREQ_TYPE_COPY, IOREQ_TYPE_PIO, IOREQ_TYPE_TIMEOFFSET, IOREQ_WRITE, IoReq,
-    IoReqError, IoReqType, STATE_BYTE_OFFSET, STATE_IOREQ_INPROCESS, STATE_IOREQ_READY,
-    STATE_IORESP_READY,
+    self, IOREQ_SIZE, IOREQ_TYPE_COPY, IOREQ_TYPE_PIO, IoReq, IoReqError, IoReqType,
+    STATE_BYTE_OFFSET, STATE_IOREQ_INPROCESS, STATE_IOREQ_READY, STATE_IORESP_READY,
 };
 
 use crate::hypercall::Hypercall;
@@ -125,9 +124,9 @@ impl SharedPages {
         BufIoReq::decode(&v.to_le_bytes())
     }
 
-    /// Consumer side of the buffered ring: `hypervisor_abi::bufioreq::dequeue`'s
-    /// protocol (same checks, same errors), except that `read_pointer` is advanced
-    /// with an atomic add: the hypervisor folds both pointers back by whole rounds
+    /// Consumer side of the buffered ring: [`bufioreq::take_next`], the step
+    /// `bufioreq::dequeue` also takes, except that `read_pointer` is advanced with an
+    /// atomic add: the hypervisor folds both pointers back by whole rounds
     /// with one 64-bit compare-and-swap while the stub runs (Xen's atomic mode), and
     /// an add composes with that where a plain store of `read + n` would undo it.
     fn ring_take(&self) -> Result<Option<BufferedWrite>, RingError> {
@@ -141,47 +140,13 @@ impl SharedPages {
         // SAFETY: offset 0 of the 4 KiB-aligned ring page holds the two u32 pointers.
         let both =
             unsafe { AtomicU64::from_ptr(self.bufioreq as *mut u64) }.load(Ordering::Acquire);
-        let (read, write) = (both as u32, (both >> 32) as u32);
-        let avail = write.wrapping_sub(read);
-        if avail == 0 {
-            return Ok(None);
+        let (used, r) =
+            bufioreq::take_next(both as u32, (both >> 32) as u32, |p| self.ring_slot(p));
+        // Copied out: hand the slots back before acting.
+        if used != 0 {
+            rp.fetch_add(used, Ordering::Release);
         }
-        if avail > bufioreq::IOREQ_BUFFER_SLOT_NUM {
-            // Garbage pointers: drop what the ring holds (read = write).
-            rp.fetch_add(avail, Ordering::Release);
-            return Err(RingError::BadPointers { read, write });
-        }
-        let first = self.ring_slot(read);
-        let size = first.size();
-        let qw = size == 8;
-        if qw && avail < 2 {
-            rp.fetch_add(1, Ordering::Release);
-            return Err(RingError::IncompleteQuadWord);
-        }
-        let mut data = first.data as u64;
-        if qw {
-            data |= (self.ring_slot(read.wrapping_add(1)).data as u64) << 32;
-        }
-        // Done with the slots: hand them back.
-        rp.fetch_add(1 + qw as u32, Ordering::Release);
-        let w = BufferedWrite {
-            ty: first.ty,
-            addr: first.addr,
-            size,
-            data,
-        };
-        if first.dir != IOREQ_WRITE
-            || !matches!(
-                first.ty,
-                IOREQ_TYPE_PIO | IOREQ_TYPE_COPY | IOREQ_TYPE_TIMEOFFSET
-            )
-        {
-            return Err(RingError::BadEntry(None));
-        }
-        if let Err(e) = w.to_ioreq().validate() {
-            return Err(RingError::BadEntry(Some(e)));
-        }
-        Ok(Some(w))
+        r
     }
 
     fn evtchn_word(&self, off: usize) -> &AtomicU64 {

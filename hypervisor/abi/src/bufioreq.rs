@@ -238,32 +238,34 @@ pub fn canonicalize(page: &mut [u8; PAGE_SIZE]) {
     }
 }
 
-/// Consumer: take the next write off the ring, merging the two halves of an 8-byte
-/// write. `Ok(None)` when the ring is empty. Always terminates; never reads outside
-/// the page whatever the pointers say.
-pub fn dequeue(page: &mut [u8; PAGE_SIZE]) -> Result<Option<BufferedWrite>, RingError> {
-    let read = read_pointer(page);
-    let write = write_pointer(page);
+/// The consumer's step, for any way of reading the ring: given the two pointers and a
+/// reader of slot `pointer % 511`, copy the next write out (merging the two halves of an
+/// 8-byte write) and say how far `read_pointer` must advance (the slots are copied;
+/// hand them back before acting). Garbage pointers consume everything the ring claims
+/// to hold.
+pub fn take_next(
+    read: u32,
+    write: u32,
+    slot: impl Fn(u32) -> BufIoReq,
+) -> (u32, Result<Option<BufferedWrite>, RingError>) {
     let avail = write.wrapping_sub(read);
     if avail == 0 {
-        return Ok(None);
+        return (0, Ok(None));
     }
     if avail > IOREQ_BUFFER_SLOT_NUM {
-        put_u32(page, READ_POINTER_OFFSET, write);
-        return Err(RingError::BadPointers { read, write });
+        return (avail, Err(RingError::BadPointers { read, write }));
     }
-    let first = read_slot(page, read);
+    let first = slot(read);
     let size = first.size();
     let qw = size == 8;
     if qw && avail < 2 {
-        put_u32(page, READ_POINTER_OFFSET, read.wrapping_add(1));
-        return Err(RingError::IncompleteQuadWord);
+        return (1, Err(RingError::IncompleteQuadWord));
     }
     let mut data = first.data as u64;
     if qw {
-        data |= (read_slot(page, read.wrapping_add(1)).data as u64) << 32;
+        data |= (slot(read.wrapping_add(1)).data as u64) << 32;
     }
-    put_u32(page, READ_POINTER_OFFSET, read.wrapping_add(1 + qw as u32));
+    let used = 1 + qw as u32;
     let w = BufferedWrite {
         ty: first.ty,
         addr: first.addr,
@@ -276,12 +278,24 @@ pub fn dequeue(page: &mut [u8; PAGE_SIZE]) -> Result<Option<BufferedWrite>, Ring
             IOREQ_TYPE_PIO | IOREQ_TYPE_COPY | IOREQ_TYPE_TIMEOFFSET
         )
     {
-        return Err(RingError::BadEntry(None));
+        return (used, Err(RingError::BadEntry(None)));
     }
     if let Err(e) = w.to_ioreq().validate() {
-        return Err(RingError::BadEntry(Some(e)));
+        return (used, Err(RingError::BadEntry(Some(e))));
     }
-    Ok(Some(w))
+    (used, Ok(Some(w)))
+}
+
+/// Consumer: take the next write off the ring ([`take_next`] on a page of bytes).
+/// `Ok(None)` when the ring is empty. Always terminates; never reads outside the page
+/// whatever the pointers say.
+pub fn dequeue(page: &mut [u8; PAGE_SIZE]) -> Result<Option<BufferedWrite>, RingError> {
+    let read = read_pointer(page);
+    let (used, r) = take_next(read, write_pointer(page), |p| read_slot(page, p));
+    if used != 0 {
+        put_u32(page, READ_POINTER_OFFSET, read.wrapping_add(used));
+    }
+    r
 }
 
 /// Consumer: handle everything queued now, at most one ring's worth (so a producer
